@@ -1,0 +1,97 @@
+"""Settings from the environment (``EDGEWARDEN_*``) and an optional TOML file.
+
+The TOML file is named by ``EDGEWARDEN_CONFIG``; environment variables win over it so that a
+systemd unit or a container can override one value without editing the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from core.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///./edgewarden.db"
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the file named by EDGEWARDEN_CONFIG, if any."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        path = os.environ.get("EDGEWARDEN_CONFIG")
+        if path:
+            try:
+                self._data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            except FileNotFoundError as exc:
+                raise ConfigError(f"EDGEWARDEN_CONFIG names {path}, which does not exist") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """Every tunable of the service; see docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGEWARDEN_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s), comma-separated, newest first; encrypts device secrets.",
+    )
+    demo: bool = False
+    log_level: str = "INFO"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    netflow_host: str = "127.0.0.1"
+    netflow_port: int = Field(default=2055, ge=1, le=65535)
+    ipfix_port: int = Field(default=4739, ge=1, le=65535)
+    default_policy: str = "jincheng"
+    documents_dir: Path = Path("./var/documents")
+    retention_days: int = Field(default=183, ge=183, description="at least 6 months")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls), file_secret_settings)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning pydantic's report into one readable line per bad value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            name = "EDGEWARDEN_" + "_".join(str(p) for p in err["loc"]).upper()
+            parts.append(f"{name}: {err['msg']}")
+        raise ConfigError("bad settings: " + "; ".join(parts)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call ``get_settings.cache_clear()``)."""
+    return load_settings()
