@@ -137,6 +137,9 @@ def verify(session: Session) -> VerifyResult:
     if head.last_id != checked or head.last_hash != prev_hash:
         missing = checked + 1
         return VerifyResult(
-            False, checked, missing, f"entries after {checked} were removed (head says {head.last_id})"
+            False,
+            checked,
+            missing,
+            f"entries after {checked} were removed (head says {head.last_id})",
         )
     return VerifyResult(True, checked)

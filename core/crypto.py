@@ -37,7 +37,8 @@ class SecretBox:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
             raise ConfigError(
-                "a stored secret cannot be decrypted with EDGEWARDEN_SECRET_KEY (wrong or rotated key)"
+                "a stored secret cannot be decrypted with EDGEWARDEN_SECRET_KEY "
+                "(wrong or rotated key)"
             ) from None
 
     def rotate(self, token: str) -> str:

@@ -43,7 +43,9 @@ def create_token(
         user = User(name=name or f"{role.value}-{token[3:11]}", role=role)
         session.add(user)
     elif user.role != role:
-        raise ValidationFailed(f"user {name!r} exists with role {user.role.value}, not {role.value}")
+        raise ValidationFailed(
+            f"user {name!r} exists with role {user.role.value}, not {role.value}"
+        )
     user.counties = [found[c] for c in counties]
     row = ApiToken(user=user, prefix=token[:11], token_hash=hash_token(token))
     session.add(row)

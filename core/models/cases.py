@@ -41,9 +41,7 @@ class Case(Base):
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - two writers never both win
 
     institution: Mapped[Institution] = relationship()
-    events: Mapped[list[CaseEvent]] = relationship(
-        back_populates="case", order_by="CaseEvent.id"
-    )
+    events: Mapped[list[CaseEvent]] = relationship(back_populates="case", order_by="CaseEvent.id")
 
 
 class CaseEvent(Base):
