@@ -477,9 +477,14 @@ def import_rows(
         actor=actor,
         action="inventory.import",
         object_type="inventory",
-        object_id=name,
+        object_id=Path(name).name[:64],
         reason=f"imported {len(rows)} rows from {name}",
-        data={"sha256": digest, "created": result.created, "updated": result.updated},
+        data={
+            "file": name,
+            "sha256": digest,
+            "created": result.created,
+            "updated": result.updated,
+        },
     )
     return result
 
