@@ -35,5 +35,7 @@ def run_migrations_online() -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("offline (SQL script) migrations are not supported; use `edgewarden db upgrade`")
+    raise SystemExit(
+        "offline (SQL script) migrations are not supported; use `edgewarden db upgrade`"
+    )
 run_migrations_online()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.exc import OperationalError
 
-from alembic import command
 from core.db import _normalise, check_connection, make_engine
 from core.errors import DatabaseError
 from core.settings import get_settings

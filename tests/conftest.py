@@ -88,23 +88,25 @@ def pg_server() -> Iterator[PgServer]:
 
     Fails (never skips) when no server can be had: the PostgreSQL leg is required.
     """
+    cluster: LocalCluster | None = None
+    server: PgServer | None = None
+    error: str | None = None
     try:
         server = external_server()
+        if server is None:
+            cluster = LocalCluster()
+            server = cluster.start()
     except PgServerError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    if server is not None:
-        yield server
-        server.close()
-        return
-    cluster = LocalCluster()
-    try:
-        server = cluster.start()
-    except PgServerError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        error = str(exc)
+    if error is not None:
+        pytest.fail(error, pytrace=False)  # outside `except`: no chained traceback
+    assert server is not None
     try:
         yield server
     finally:
-        cluster.stop()
+        server.close()
+        if cluster is not None:
+            cluster.stop()
 
 
 @pytest.fixture(scope="session")

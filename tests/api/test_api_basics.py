@@ -28,13 +28,23 @@ def test_auth_and_county_scoping(session: Session, db_url: str) -> None:
     assert bad.status_code == 401
     assert session.query(AuditEvent).filter_by(action="auth.failed").count() == 1
 
-    every = client.get("/api/v1/institutions?limit=1000", headers={"Authorization": f"Bearer {admin}"})
+    every = client.get(
+        "/api/v1/institutions?limit=1000", headers={"Authorization": f"Bearer {admin}"}
+    )
     assert every.status_code == 200 and len(every.json()) == 60
-    mine = client.get("/api/v1/institutions?limit=1000", headers={"Authorization": f"Bearer {county}"})
+    mine = client.get(
+        "/api/v1/institutions?limit=1000", headers={"Authorization": f"Bearer {county}"}
+    )
     codes = {i["county"]["code"] for i in mine.json()}
     assert codes == {"140521"}
     other = next(i["code"] for i in every.json() if i["county"]["code"] != "140521")
-    hidden = client.get(f"/api/v1/institutions/{other}", headers={"Authorization": f"Bearer {county}"})
+    hidden = client.get(
+        f"/api/v1/institutions/{other}", headers={"Authorization": f"Bearer {county}"}
+    )
     assert hidden.status_code == 404
-    assert client.get("/api/v1/institutions?county=12",
-                      headers={"Authorization": f"Bearer {admin}"}).status_code == 422
+    assert (
+        client.get(
+            "/api/v1/institutions?county=12", headers={"Authorization": f"Bearer {admin}"}
+        ).status_code
+        == 422
+    )

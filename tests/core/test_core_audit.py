@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import subprocess
@@ -34,7 +35,7 @@ def test_chain_links_and_verifies(session: Session) -> None:
     events = session.query(AuditEvent).order_by(AuditEvent.id).all()
     assert [e.id for e in events] == [1, 2, 3, 4, 5]
     assert events[0].prev_hash == GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(events, events[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
     assert events[0].data["password"] == "***", "secrets never reach the audit log"
     result = verify(session)
     assert result.ok and result.checked == 5
@@ -84,11 +85,17 @@ def test_cli_verify_names_the_edited_row(db_url_sqlite: str, tmp_path: Path) -> 
     """Done-when of issue 2: edit one audit row by hand in SQLite; `audit verify` fails and names it."""
     env = {**os.environ, "EDGEWARDEN_DATABASE_URL": db_url_sqlite}
     cli = [sys.executable, "-m", "core"]
-    made = subprocess.run([*cli, "token", "create", "--role", "city_admin"], env=env,
-                          capture_output=True, text=True, check=True)
+    made = subprocess.run(
+        [*cli, "token", "create", "--role", "city_admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert made.stdout.strip().splitlines()[-1].startswith("ew_")
-    subprocess.run([*cli, "token", "create", "--role", "auditor"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [*cli, "token", "create", "--role", "auditor"], env=env, check=True, capture_output=True
+    )
     ok = subprocess.run([*cli, "audit", "verify"], env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "2 entries" in ok.stdout

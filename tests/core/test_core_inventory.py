@@ -82,22 +82,49 @@ def test_secrets_are_sealed_and_never_exported_in_clear(session: Session) -> Non
 
 
 BAD_CASES = [
-    ("unknown county", "institutions:\n  - {code: H14059900001, name: X, kind: hospital,"
-     " county: '149999'}\n", 2, "unknown county 149999"),
-    ("malformed prefix", "ip_allocations:\n  - {institution: H14050200001, prefix: 10.1.2.3/24}\n",
-     2, "host bits set"),
-    ("overlapping prefix", "ip_allocations:\n  - {institution: H14050200001, prefix: 10.145.0.0/24}\n",
-     2, "overlaps"),
-    ("ip of two institutions", "ip_allocations:\n  - {institution: H14050200002, prefix: 10.145.0.0/28}\n",
-     2, "already allocated to H14050200001"),
-    ("unknown device type", "devices:\n  - {name: x, mgmt_address: 127.0.0.1, device_type: nokia_x,"
-     " role: lns}\n", 2, "unknown device type"),
-    ("duplicate code", "institutions:\n  - {code: H14050299901, name: A, kind: hospital, county: '140502'}\n"
-     "  - {code: H14050299901, name: B, kind: hospital, county: '140502'}\n", 3, "duplicate"),
+    (
+        "unknown county",
+        "institutions:\n  - {code: H14059900001, name: X, kind: hospital, county: '149999'}\n",
+        2,
+        "unknown county 149999",
+    ),
+    (
+        "malformed prefix",
+        "ip_allocations:\n  - {institution: H14050200001, prefix: 10.1.2.3/24}\n",
+        2,
+        "host bits set",
+    ),
+    (
+        "overlapping prefix",
+        "ip_allocations:\n  - {institution: H14050200001, prefix: 10.145.0.0/24}\n",
+        2,
+        "overlaps",
+    ),
+    (
+        "ip of two institutions",
+        "ip_allocations:\n  - {institution: H14050200002, prefix: 10.145.0.0/28}\n",
+        2,
+        "already allocated to H14050200001",
+    ),
+    (
+        "unknown device type",
+        "devices:\n  - {name: x, mgmt_address: 127.0.0.1, device_type: nokia_x, role: lns}\n",
+        2,
+        "unknown device type",
+    ),
+    (
+        "duplicate code",
+        "institutions:\n  - {code: H14050299901, name: A, kind: hospital, county: '140502'}\n"
+        "  - {code: H14050299901, name: B, kind: hospital, county: '140502'}\n",
+        3,
+        "duplicate",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "body", "line", "reason"), BAD_CASES, ids=[c[0] for c in BAD_CASES])
+@pytest.mark.parametrize(
+    ("case", "body", "line", "reason"), BAD_CASES, ids=[c[0] for c in BAD_CASES]
+)
 def test_one_bad_row_refuses_the_whole_file(
     session: Session, tmp_path: Path, case: str, body: str, line: int, reason: str
 ) -> None:
@@ -157,7 +184,11 @@ def test_cli_refuses_bad_file_without_traceback(db_url_sqlite: str, tmp_path: Pa
     env = {**os.environ, "EDGEWARDEN_DATABASE_URL": db_url_sqlite}
     bad = tmp_path / "bad.yaml"
     bad.write_text("counties:\n  - {code: '12', name: x}\n", encoding="utf-8")
-    run = subprocess.run([sys.executable, "-m", "core", "inventory", "import", str(bad)],
-                         env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "core", "inventory", "import", str(bad)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2
     assert f"{bad}:2:" in run.stderr and "Traceback" not in run.stderr

@@ -55,7 +55,7 @@ def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_toml_file_and_env_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cfg = tmp_path / "ew.toml"
-    cfg.write_text('api_port = 9000\nnetflow_port = 2056\n', encoding="utf-8")
+    cfg.write_text("api_port = 9000\nnetflow_port = 2056\n", encoding="utf-8")
     monkeypatch.setenv("EDGEWARDEN_CONFIG", str(cfg))
     monkeypatch.setenv("EDGEWARDEN_NETFLOW_PORT", "2057")
     s = load_settings()
@@ -75,8 +75,13 @@ def test_toml_file_and_env_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path:
 )
 def test_cli_bad_environment_is_one_line(env: dict[str, str], message: str, tmp_path: Path) -> None:
     full = {**os.environ, "EDGEWARDEN_DATABASE_URL": f"sqlite:///{tmp_path}/x.db", **env}
-    run = subprocess.run([sys.executable, "-m", "core", "token", "create", "--role", "viewer"],
-                         env=full, capture_output=True, text=True, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "core", "token", "create", "--role", "viewer"],
+        env=full,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert run.returncode == 2
     assert message in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
