@@ -1,0 +1,260 @@
+"""receive → decode → classify → aggregate → store, synchronous and batch-at-a-time.
+
+:meth:`Pipeline.process` is the in-memory part (called by the UDP listener for each batch of
+datagrams, or by anything else that has datagrams, e.g. a Kafka consumer); :meth:`take` +
+:meth:`write` move the aggregates into the database and hand them to the rules engine.
+Only datagrams from registered, enabled exporters are decoded; others are counted per source
+and raise one alert per source.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import REGISTRY, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.orm import Session
+
+from collector.netflow.aggregate import Aggregate, Aggregator
+from collector.netflow.batch import FlowBatch
+from collector.netflow.classify import Classifier
+from collector.netflow.decoder import Decoder
+from collector.netflow.store import (
+    ACTOR,
+    ExporterRegistry,
+    alert_unknown_exporter,
+    load_classifier,
+    load_registry,
+    store_observations,
+)
+from collector.netflow.templates import TemplateCache
+
+log = logging.getLogger(__name__)
+
+BATCH_SECONDS = Histogram(
+    "edgewarden_netflow_batch_seconds",
+    "Time to decode, classify and aggregate one batch of datagrams",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+_MAX_SOURCE_LABELS = 1000
+
+
+@dataclass
+class PipelineStats:
+    unknown_sources: Counter[str] = field(default_factory=Counter)
+    unregistered_records: int = 0  # registered address, unregistered observation domain
+    queue_dropped: int = 0  # datagrams the listener could not queue
+    observations_written: int = 0
+    detections: int = 0
+    store_errors: int = 0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        policy_name: str,
+        *,
+        template_path: Path | None = None,
+        max_keys: int = 100_000,
+        sample_size: int = 5,
+    ) -> None:
+        self.session_factory = session_factory
+        self.policy_name = policy_name
+        self.template_path = template_path
+        cache = TemplateCache()
+        if template_path is not None:
+            try:
+                cache = TemplateCache.load(template_path)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("template cache %s unreadable (%s): starting empty", template_path, exc)
+        self.decoder = Decoder(cache)
+        self.aggregator = Aggregator(max_keys=max_keys, sample_size=sample_size)
+        self.sample_size = sample_size
+        self.stats = PipelineStats()
+        self.registry = ExporterRegistry()
+        self.classifier: Classifier = Classifier.build(allocations=(), backbone=())
+        self._alerted: set[str] = set()
+        self._alerts: list[str] = []
+        self.reload()
+        _PIPELINES.add(self)
+
+    def reload(self) -> None:
+        """Re-read exporters, allocations, backbone prefixes and the policy's signatures."""
+        with self.session_factory() as session:
+            self.registry = load_registry(session)
+            self.classifier = load_classifier(session, self.policy_name)
+        self.decoder.default_sampling = self.registry.sampling()
+
+    # -- in memory ---------------------------------------------------------------------------
+    def process(self, datagrams: Iterable[tuple[bytes, str]]) -> FlowBatch:
+        """Decode, classify and fold one batch; returns the accepted flow records."""
+        start = time.perf_counter()
+        knows = self.registry.knows
+        accepted = []
+        unknown = self.stats.unknown_sources
+        for item in datagrams:
+            if knows(item[1]):
+                accepted.append(item)
+            else:
+                addr = item[1]
+                unknown[addr] += 1
+                if addr not in self._alerted:
+                    self._alerted.add(addr)
+                    self._alerts.append(addr)
+        batch = self._registered_only(self.decoder.decode(accepted))
+        self.aggregator.fold(batch, self.classifier.classify(batch))
+        BATCH_SECONDS.observe(time.perf_counter() - start)
+        return batch
+
+    def _registered_only(self, batch: FlowBatch) -> FlowBatch:
+        if not len(batch):
+            return batch
+        exact = np.array(
+            [self.registry.match(a, d, 9) is not None for a, d in batch.exporters], bool
+        )
+        by_address = np.array(
+            [self.registry.match(a, d, 5) is not None for a, d in batch.exporters], bool
+        )
+        recs = batch.records
+        ok = np.where(recs["version"] == 5, by_address[recs["exporter"]], exact[recs["exporter"]])
+        if ok.all():
+            return batch
+        self.stats.unregistered_records += int((~ok).sum())
+        return FlowBatch(recs[ok], batch.exporters)
+
+    # -- to the database ---------------------------------------------------------------------
+    def take(self) -> tuple[list[Aggregate], list[str]]:
+        """Detach what is to be written (call from the thread that calls process)."""
+        alerts, self._alerts = self._alerts, []
+        return self.aggregator.drain(), alerts
+
+    def write(self, aggregates: Sequence[Aggregate], alerts: Sequence[str]) -> int:
+        """Store observations (committed first), then let the rules engine judge them."""
+        from rules.engine import observe
+
+        if not aggregates and not alerts:
+            return 0
+        try:
+            with self.session_factory() as session:
+                for addr in alerts:
+                    alert_unknown_exporter(session, addr, self.stats.unknown_sources[addr])
+                observations = store_observations(
+                    session, aggregates, self.registry, self.sample_size
+                )
+                session.commit()
+                detections = observe(session, observations, actor=ACTOR)
+                session.commit()
+        except Exception:
+            self.stats.store_errors += 1
+            log.exception("storing %d NetFlow observations failed", len(aggregates))
+            raise
+        self.stats.observations_written += len(observations)
+        self.stats.detections += len(detections)
+        return len(observations)
+
+    def flush(self) -> int:
+        """take() + write() + save templates, for callers without a separate writer thread."""
+        aggregates, alerts = self.take()
+        written = self.write(aggregates, alerts)
+        self.save_templates()
+        return written
+
+    def save_templates(self) -> None:
+        if self.template_path is not None and self.decoder.cache.dirty:
+            try:
+                self.decoder.cache.save(self.template_path)
+            except OSError as exc:
+                log.warning("cannot save NetFlow templates to %s: %s", self.template_path, exc)
+
+
+_PIPELINES: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+
+
+class _Metrics(Collector):
+    """Exports the counters the pipelines keep as plain ints (no cost in the hot path)."""
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        pipes = list(_PIPELINES)
+        dg = CounterMetricFamily(
+            "edgewarden_netflow_datagrams", "Datagrams decoded", labels=["version"]
+        )
+        rec = CounterMetricFamily("edgewarden_netflow_records", "Flow records", labels=["version"])
+        err = CounterMetricFamily(
+            "edgewarden_netflow_decode_errors", "Malformed input dropped", labels=["kind"]
+        )
+        unk = CounterMetricFamily(
+            "edgewarden_netflow_unknown_exporter_datagrams",
+            "Datagrams from unregistered sources, dropped",
+            labels=["source"],
+        )
+        gaps = CounterMetricFamily(
+            "edgewarden_netflow_sequence_gaps", "Sequence gaps per exporter", labels=["exporter"]
+        )
+        lost = CounterMetricFamily(
+            "edgewarden_netflow_sequence_lost",
+            "Records/datagrams lost per exporter (sequence)",
+            labels=["exporter"],
+        )
+        misses = CounterMetricFamily(
+            "edgewarden_netflow_template_misses", "Data sets that arrived before their template"
+        )
+        pend = CounterMetricFamily(
+            "edgewarden_netflow_pending_dropped", "Held data sets dropped (buffer full)"
+        )
+        aggd = CounterMetricFamily(
+            "edgewarden_netflow_aggregate_dropped_flows", "Flows not aggregated (key limit)"
+        )
+        qd = CounterMetricFamily(
+            "edgewarden_netflow_queue_dropped", "Datagrams dropped before decoding (queue full)"
+        )
+        obs = CounterMetricFamily("edgewarden_netflow_observations", "Observations written")
+        sums: dict[str, Counter[str]] = {
+            k: Counter() for k in ("dg", "rec", "err", "unk", "gap", "lost")
+        }
+        m = Counter[str]()
+        for p in pipes:
+            s = p.decoder.stats
+            sums["dg"].update({str(k): v for k, v in s.datagrams.items()})
+            sums["rec"].update({str(k): v for k, v in s.records.items()})
+            sums["err"].update(s.errors)
+            for i, (src, n) in enumerate(p.stats.unknown_sources.most_common()):
+                sums["unk"][src if i < _MAX_SOURCE_LABELS else "other"] += n
+            sums["gap"].update({f"{a}/{d}": v for (a, d), v in s.sequence_gaps.items()})
+            sums["lost"].update({f"{a}/{d}": v for (a, d), v in s.sequence_lost.items()})
+            m["misses"] += s.template_misses
+            m["pend"] += s.pending_dropped
+            m["aggd"] += p.aggregator.dropped_flows
+            m["qd"] += p.stats.queue_dropped
+            m["obs"] += p.stats.observations_written
+        for fam, key in (
+            (dg, "dg"),
+            (rec, "rec"),
+            (err, "err"),
+            (unk, "unk"),
+            (gaps, "gap"),
+            (lost, "lost"),
+        ):
+            for label, value in sums[key].items():
+                fam.add_metric([label], value)
+            yield fam
+        for fam, key in (
+            (misses, "misses"),
+            (pend, "pend"),
+            (aggd, "aggd"),
+            (qd, "qd"),
+            (obs, "obs"),
+        ):
+            fam.add_metric([], m[key])
+            yield fam
+
+
+REGISTRY.register(_Metrics())
