@@ -11,22 +11,16 @@ from sqlalchemy.orm import Session
 
 from core.actors import Actor
 from core.audit import record
-from core.db import session_factory
+from core.db import session_scope
 from core.tokens import authenticate
 
 _bearer = HTTPBearer(auto_error=False)
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    session = session_factory(request.app.state.database_url)()
-    try:
+    """One transaction per request, committed when the handler succeeds."""
+    with session_scope(request.app.state.database_url) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
