@@ -72,7 +72,7 @@ class Aggregator:
     def fold(self, batch: FlowBatch, candidates: np.ndarray) -> None:
         if not len(candidates):
             return
-        recs = batch.records[candidates["row"]]
+        recs = batch.take(candidates["row"])
         keys = np.empty(len(recs), _KEY_DTYPE)
         keys["institution"] = candidates["institution"]
         keys["kind"] = candidates["kind"]

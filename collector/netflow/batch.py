@@ -1,15 +1,19 @@
-"""The decoder → classifier boundary: a batch of flow records as one numpy structured array.
+"""The decoder → classifier boundary: a batch of flow records as numpy columns.
 
 Every decoder (v5, v9, IPFIX, or a future Kafka consumer) produces a :class:`FlowBatch` with
-exactly these columns, so classification never needs to know where the records came from.
-Addresses are 128-bit numbers split in two unsigned 64-bit halves; IPv4 is stored as the
-IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) so that one representation covers both families.
+exactly the columns of :data:`FLOW_DTYPE`, so classification never needs to know where the
+records came from. The columns are separate contiguous arrays (not one structured array):
+decoders write them straight from the wire and the classifier reads them without strided
+access; :attr:`FlowBatch.records` assembles the structured form for the cold paths (JSON,
+evidence). Addresses are 128-bit numbers split in two unsigned 64-bit halves; IPv4 is stored
+as the IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) so one representation covers both
+families.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,19 +48,52 @@ V4_MAPPED_PREFIX = np.uint64(0xFFFF << 32)
 _LOW32 = np.uint64(0xFFFFFFFF)
 
 
+COLUMNS: tuple[str, ...] = tuple(n for n in FLOW_DTYPE.names or () if n != "pad")
+
+
 @dataclass(frozen=True, slots=True)
 class FlowBatch:
-    """Decoded flow records plus the exporters they came from (address, domain/source id)."""
+    """Decoded flow records (one array per column) plus the exporters they came from.
 
-    records: np.ndarray
+    ``all_v4`` is the decoder's promise that every address is IPv4 (lets the classifier skip
+    the family test); False means "unknown or mixed"."""
+
+    columns: Mapping[str, np.ndarray]
     exporters: tuple[tuple[str, int], ...] = ()
+    all_v4: bool = False
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.columns["version"]) if self.columns else 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
 
     @staticmethod
     def empty() -> FlowBatch:
-        return FlowBatch(np.zeros(0, FLOW_DTYPE), ())
+        return FlowBatch({n: np.zeros(0, FLOW_DTYPE[n]) for n in COLUMNS}, ())
+
+    @staticmethod
+    def from_records(records: np.ndarray, exporters: Sequence[tuple[str, int]] = ()) -> FlowBatch:
+        """A batch from a FLOW_DTYPE structured array (columns are copied contiguous)."""
+        cols = {n: np.ascontiguousarray(records[n]) for n in COLUMNS}
+        return FlowBatch(cols, tuple(exporters))
+
+    @property
+    def records(self) -> np.ndarray:
+        """The records as one FLOW_DTYPE structured array (a copy; not for the hot path)."""
+        return self.take(slice(None))
+
+    def take(self, rows: Any) -> np.ndarray:
+        """Selected rows (index array, mask or slice) as a FLOW_DTYPE structured array."""
+        first = self.columns["version"][rows] if self.columns else np.zeros(0)
+        out = np.zeros(len(first), FLOW_DTYPE)
+        for n in COLUMNS:
+            out[n] = self.columns[n][rows]
+        return out
+
+    def select(self, rows: Any) -> FlowBatch:
+        """A batch of the selected rows (same exporters)."""
+        return FlowBatch({n: c[rows] for n, c in self.columns.items()}, self.exporters, self.all_v4)
 
     @staticmethod
     def concat(batches: Sequence[FlowBatch]) -> FlowBatch:
@@ -67,19 +104,21 @@ class FlowBatch:
         if len(batches) == 1:
             return batches[0]
         index: dict[tuple[str, int], int] = {}
-        parts = []
+        remapped = []
         for b in batches:
             remap = np.array([index.setdefault(e, len(index)) for e in b.exporters], dtype="u4")
-            recs = b.records.copy()
-            if len(remap):
-                recs["exporter"] = remap[recs["exporter"]]
-            parts.append(recs)
-        return FlowBatch(np.concatenate(parts), tuple(index))
+            exp = b.columns["exporter"]
+            remapped.append(remap[exp] if len(remap) else exp)
+        cols = {n: np.concatenate([b.columns[n] for b in batches]) for n in COLUMNS}
+        cols["exporter"] = np.concatenate(remapped)
+        return FlowBatch(cols, tuple(index), all(b.all_v4 for b in batches))
 
     def is_v4(self, which: str = "src") -> np.ndarray:
-        r = self.records
-        return (r[f"{which}_hi"] == V4_MAPPED_HI) & (
-            (r[f"{which}_lo"] & ~_LOW32) == V4_MAPPED_PREFIX
+        if self.all_v4:
+            return np.ones(len(self), bool)
+        c = self.columns
+        return (c[f"{which}_hi"] == V4_MAPPED_HI) & (
+            (c[f"{which}_lo"] & ~_LOW32) == V4_MAPPED_PREFIX
         )
 
     def iter_dicts(self) -> Iterator[dict[str, Any]]:

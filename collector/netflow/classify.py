@@ -85,14 +85,59 @@ class _Keys:
 
     is_v4: np.ndarray
     all_v4: bool
-    v4: np.ndarray
-    v6: np.ndarray
+    v4: np.ndarray  # uint32: the IPv4 address (meaningless where not is_v4)
+    v6: np.ndarray  # uint64: the upper half of the IPv6 address
 
     @classmethod
     def of(cls, batch: FlowBatch, which: str) -> _Keys:
         is_v4 = batch.is_v4(which)
-        recs = batch.records
-        return cls(is_v4, bool(is_v4.all()), recs[f"{which}_lo"] & _U32, recs[f"{which}_hi"])
+        all_v4 = batch.all_v4 or bool(is_v4.all())
+        return cls(is_v4, all_v4, batch[f"{which}_lo"].astype(np.uint32), batch[f"{which}_hi"])
+
+
+class SideTable:
+    """Several interval tables merged over one set of bounds per address family, so one
+    ``searchsorted`` per family answers all of them (e.g. allocation and ignore list)."""
+
+    def __init__(self, tables: Sequence[IntervalTable]) -> None:
+        self.width = len(tables)
+        self.v4 = self._merge([t.v4 for t in tables], 1 << 32, np.uint32)
+        self.v6 = self._merge([t.v6 for t in tables], 1 << 64, np.uint64)
+
+    @staticmethod
+    def _merge(
+        parts: Sequence[tuple[np.ndarray, np.ndarray] | None], limit: int, dtype: type
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        present = [p for p in parts if p is not None]
+        if not present:
+            return None
+        merged = np.unique(np.concatenate([b for b, _ in present] + [np.zeros(1, np.uint64)]))
+        if limit < 1 << 64:  # IPv4: bounds past 2**32 - 1 are never reached by a key
+            merged = merged[merged < np.uint64(limit)]
+        values = np.full((len(parts), len(merged)), -1, np.int64)
+        for i, p in enumerate(parts):
+            if p is not None:
+                values[i] = _find(p, merged)
+        # bound 0 is always present, so every key finds a row (no -1 index to mask)
+        return merged.astype(dtype), values
+
+    def lookup(self, keys: _Keys) -> np.ndarray:
+        """(tables, records) int64: each table's value per record, -1 where none applies."""
+        n = len(keys.v4)
+        if keys.all_v4:
+            if self.v4 is None:
+                return np.full((self.width, n), -1, np.int64)
+            bounds, values = self.v4
+            return values[:, _search(bounds, keys.v4)]
+        out = np.full((self.width, n), -1, np.int64)
+        for table, rows, column in (
+            (self.v4, np.flatnonzero(keys.is_v4), keys.v4),
+            (self.v6, np.flatnonzero(~keys.is_v4), keys.v6),
+        ):
+            if table is not None and len(rows):
+                bounds, values = table
+                out[:, rows] = values[:, _search(bounds, column[rows])]
+        return out
 
 
 def _by_specificity(items: list[tuple[int, int, int, object]]) -> list[tuple[int, int, int]]:
@@ -121,17 +166,37 @@ def _find(table: tuple[np.ndarray, np.ndarray], keys: np.ndarray) -> np.ndarray:
     return np.where(idx >= 0, found, -1)
 
 
-def _signature_keys(signatures: Iterable[object]) -> tuple[np.ndarray, np.ndarray]:
-    ports: list[int] = []
-    protos: list[int] = []
-    for sig in signatures:
-        proto = int(sig.protocol)  # type: ignore[attr-defined]
-        sig_ports = list(sig.ports)  # type: ignore[attr-defined]
-        if sig_ports:
-            ports += [(proto << 16) | int(p) for p in sig_ports]
-        else:
-            protos.append(proto)
-    return np.array(sorted(set(ports)), np.int64), np.array(sorted(set(protos)), np.int64)
+def _search(bounds: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Index of the last bound <= key (bound 0 is always present, so never -1)."""
+    return np.searchsorted(bounds, keys, "right") - 1
+
+
+class SignatureTable:
+    """(protocol, destination port) → bit set of signature kinds, as precomputed arrays: one
+    256-entry row index per protocol and one 65536-entry row per protocol that has ports."""
+
+    def __init__(self, kinds: Sequence[Iterable[object]]) -> None:
+        by_proto: dict[int, np.ndarray] = {}
+        any_port = np.zeros(256, np.uint8)
+        for bit, signatures in enumerate(kinds):
+            for sig in signatures:
+                proto = int(sig.protocol) & 0xFF  # type: ignore[attr-defined]
+                ports = [int(p) & 0xFFFF for p in sig.ports]  # type: ignore[attr-defined]
+                if not ports:
+                    any_port[proto] |= 1 << bit
+                    continue
+                row = by_proto.setdefault(proto, np.zeros(65536, np.uint8))
+                row[ports] |= 1 << bit
+        self.any_port = any_port
+        self.row_of = np.zeros(256, np.intp)  # row 0: no port signatures
+        self.rows = np.zeros((1 + len(by_proto), 65536), np.uint8)
+        for i, (proto, row) in enumerate(sorted(by_proto.items()), start=1):
+            self.row_of[proto] = i
+            self.rows[i] = row
+        self.empty = not by_proto and not any_port.any()
+
+    def bits(self, protocol: np.ndarray, port: np.ndarray) -> np.ndarray:
+        return self.any_port[protocol] | self.rows[self.row_of[protocol], port]
 
 
 @dataclass
@@ -141,10 +206,15 @@ class Classifier:
     allocations: IntervalTable  # address → institution id
     backbone: IntervalTable  # address → 1 inside the backbone
     ignored: IntervalTable  # address → 1 ignored
-    remote_control: tuple[np.ndarray, np.ndarray]
-    internet_vpn: tuple[np.ndarray, np.ndarray]
+    signatures: SignatureTable  # bit 0 remote_control, bit 1 internet_vpn
     # (exporter address, input ifIndex) → (link id, institution id); optional
     ingress: Mapping[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # one searchsorted per family and side: src → (institution, ignored),
+        # dst → (backbone, ignored)
+        self._src = SideTable([self.allocations, self.ignored])
+        self._dst = SideTable([self.backbone, self.ignored])
 
     @classmethod
     def build(
@@ -161,48 +231,38 @@ class Classifier:
             IntervalTable.from_prefixes(allocations),
             IntervalTable.from_prefixes((p, 1) for p in backbone),
             IntervalTable.from_prefixes((p, 1) for p in ignore),
-            _signature_keys(remote_control),
-            _signature_keys(internet_vpn),
+            SignatureTable([list(remote_control), list(internet_vpn)]),
             dict(ingress or {}),
         )
 
     def classify(self, batch: FlowBatch) -> np.ndarray:
         """Candidates (record row, kind, institution, link) as a CANDIDATE_DTYPE array."""
-        recs = batch.records
-        n = len(recs)
+        n = len(batch)
         if n == 0:
             return np.zeros(0, CANDIDATE_DTYPE)
-        src, dst = _Keys.of(batch, "src"), _Keys.of(batch, "dst")
-        src_inst = self.allocations.lookup(src)
-        outbound = self.backbone.lookup(dst) < 0
-        ignored = np.zeros(n, bool)
-        if not self.ignored.empty():
-            ignored = (self.ignored.lookup(src) >= 0) | (self.ignored.lookup(dst) >= 0)
-            outbound &= ~ignored
-        link = np.full(n, -1, np.int64)
-        link_inst = np.full(n, -1, np.int64)
+        src_inst, src_ignored = self._src.lookup(_Keys.of(batch, "src"))
+        dst_backbone, dst_ignored = self._dst.lookup(_Keys.of(batch, "dst"))
+        ignored = (src_ignored >= 0) | (dst_ignored >= 0)
+        outbound = (dst_backbone < 0) & ~ignored
+        link: np.ndarray | None = None
+        link_inst: np.ndarray | None = None
+        owner = src_inst
         if self.ingress:
             link, link_inst = self._ingress(batch)
-        owner = np.where(src_inst >= 0, src_inst, link_inst)
-        parts = []
-        attributed = outbound & (owner >= 0)
-        parts.append(self._emit(attributed, "outbound_internet", owner, link))
-        key = (recs["protocol"].astype(np.int64) << 16) | recs["dst_port"].astype(np.int64)
-        proto = recs["protocol"].astype(np.int64)
-        for kind, (ports, protos) in (
-            ("remote_control", self.remote_control),
-            ("internet_vpn", self.internet_vpn),
-        ):
-            if len(ports) or len(protos):
-                hit = np.isin(key, ports) | np.isin(proto, protos)
-                parts.append(self._emit(attributed & hit, kind, owner, link))
-        if self.ingress:
+            owner = np.where(src_inst >= 0, src_inst, link_inst)
+        rows = np.flatnonzero(outbound & (owner >= 0))
+        parts = [self._emit(rows, "outbound_internet", owner, link)]
+        if len(rows) and not self.signatures.empty:
+            bits = self.signatures.bits(batch["protocol"][rows], batch["dst_port"][rows])
+            parts.append(self._emit(rows[(bits & 1) != 0], "remote_control", owner, link))
+            parts.append(self._emit(rows[(bits & 2) != 0], "internet_vpn", owner, link))
+        if link_inst is not None:
             wrong = (link_inst >= 0) & (src_inst != link_inst) & ~ignored
-            parts.append(self._emit(wrong, "unauthorized_ip", link_inst, link))
+            parts.append(self._emit(np.flatnonzero(wrong), "unauthorized_ip", link_inst, link))
         return np.concatenate(parts)
 
     def _ingress(self, batch: FlowBatch) -> tuple[np.ndarray, np.ndarray]:
-        recs = batch.records
+        recs = batch
         keys: list[tuple[int, int, int, int]] = []
         for i, (addr, _domain) in enumerate(batch.exporters):
             for (e_addr, ifindex), (link_id, inst_id) in self.ingress.items():
@@ -225,11 +285,10 @@ class Classifier:
         return link, inst
 
     @staticmethod
-    def _emit(mask: np.ndarray, kind: str, inst: np.ndarray, link: np.ndarray) -> np.ndarray:
-        rows = np.flatnonzero(mask)
+    def _emit(rows: np.ndarray, kind: str, inst: np.ndarray, link: np.ndarray | None) -> np.ndarray:
         out = np.empty(len(rows), CANDIDATE_DTYPE)
         out["row"] = rows
         out["kind"] = KIND_CODE[kind]
         out["institution"] = inst[rows]
-        out["link"] = link[rows]
+        out["link"] = -1 if link is None else link[rows]
         return out

@@ -23,12 +23,15 @@ log = logging.getLogger(__name__)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
-def open_socket(host: str, port: int, rcvbuf: int = 64 << 20) -> socket.socket:
+def open_socket(host: str, port: int, rcvbuf: int = 64 << 20, force: bool = True) -> socket.socket:
+    """A bound non-blocking UDP socket; ``force`` lets root exceed net.core.rmem_max."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if not force:
+            raise OSError
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-    except OSError:  # not root: capped by net.core.rmem_max
+    except OSError:  # not root (or not asked): capped by net.core.rmem_max
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.setblocking(False)
     sock.bind((host, port))
@@ -56,7 +59,11 @@ class NetflowListener:
         batch_size: int = 1024,
         flush_interval: float = 5.0,
         max_queue: int = 200_000,
+        rcvbuf: int = 64 << 20,
+        force_rcvbuf: bool = True,
     ) -> None:
+        self.rcvbuf = rcvbuf
+        self.force_rcvbuf = force_rcvbuf
         self.pipeline = pipeline
         self.host = host
         self.ports = list(ports)
@@ -79,7 +86,7 @@ class NetflowListener:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for port in self.ports:
-            sock = open_socket(self.host, port)
+            sock = open_socket(self.host, port, self.rcvbuf, self.force_rcvbuf)
             transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
             self._transports.append(transport)
             self.bound.append(sock.getsockname()[1])
@@ -109,24 +116,33 @@ class NetflowListener:
             await self.start()
         loop = asyncio.get_running_loop()
         next_flush = loop.time() + self.flush_interval
+        writer: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=0.05)
                 self._wake.clear()
                 self.drain()
-                if loop.time() >= next_flush:
+                # the write runs beside receiving (never awaited here): a slow database
+                # must not stop the socket from being drained; one write at a time
+                if loop.time() >= next_flush and (writer is None or writer.done()):
                     next_flush = loop.time() + self.flush_interval
-                    try:
-                        await self.flush()
-                    except Exception:
-                        log.exception("NetFlow flush failed; aggregates of this round lost")
+                    writer = asyncio.create_task(self._flush_logged())
         finally:
             for t in self._transports:
                 t.close()
             self._transports.clear()
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    await writer
             with contextlib.suppress(Exception):
                 await self.flush()
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("NetFlow flush failed; aggregates of this round lost")
 
 
 async def serve(stop: asyncio.Event, *, database_url: str | None = None) -> None:

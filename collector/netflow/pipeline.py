@@ -124,12 +124,12 @@ class Pipeline:
         by_address = np.array(
             [self.registry.match(a, d, 5) is not None for a, d in batch.exporters], bool
         )
-        recs = batch.records
-        ok = np.where(recs["version"] == 5, by_address[recs["exporter"]], exact[recs["exporter"]])
+        exp = batch["exporter"]
+        ok = np.where(batch["version"] == 5, by_address[exp], exact[exp])
         if ok.all():
             return batch
         self.stats.unregistered_records += int((~ok).sum())
-        return FlowBatch(recs[ok], batch.exporters)
+        return batch.select(ok)
 
     # -- to the database ---------------------------------------------------------------------
     def take(self) -> tuple[list[Aggregate], list[str]]:
