@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session
 
-from collector.netflow.aggregate import Aggregate, Aggregator
+from collector.netflow.aggregate import Aggregate, Aggregator, Drained
 from collector.netflow.batch import FlowBatch
 from collector.netflow.classify import Classifier
 from collector.netflow.decoder import Decoder
@@ -66,7 +66,9 @@ class Pipeline:
         template_path: Path | None = None,
         max_keys: int = 100_000,
         sample_size: int = 5,
+        write_chunk: int = 2000,
     ) -> None:
+        self.write_chunk = write_chunk
         self.session_factory = session_factory
         self.policy_name = policy_name
         self.template_path = template_path
@@ -132,34 +134,48 @@ class Pipeline:
         return batch.select(ok)
 
     # -- to the database ---------------------------------------------------------------------
-    def take(self) -> tuple[list[Aggregate], list[str]]:
+    def take(self) -> tuple[Drained, list[str]]:
         """Detach what is to be written (call from the thread that calls process)."""
         alerts, self._alerts = self._alerts, []
-        return self.aggregator.drain(), alerts
+        return self.aggregator.detach(), alerts
 
-    def write(self, aggregates: Sequence[Aggregate], alerts: Sequence[str]) -> int:
-        """Store observations (committed first), then let the rules engine judge them."""
+    def write(self, aggregates: Drained | Sequence[Aggregate], alerts: Sequence[str]) -> int:
+        """Store observations (committed first), then let the rules engine judge them; in
+        chunks of ``write_chunk`` keys, each its own transaction, so the ORM objects of one
+        chunk are all that a large flush holds in memory."""
         from rules.engine import observe
 
-        if not aggregates and not alerts:
+        if not len(aggregates) and not alerts:
             return 0
+        if isinstance(aggregates, Drained):
+            chunks: Iterable[Sequence[Aggregate]] = aggregates.chunks(self.write_chunk)
+        else:
+            chunks = (
+                aggregates[i : i + self.write_chunk]
+                for i in range(0, len(aggregates), self.write_chunk)
+            )
+        written = 0
         try:
             with self.session_factory() as session:
                 for addr in alerts:
                     alert_unknown_exporter(session, addr, self.stats.unknown_sources[addr])
-                observations = store_observations(
-                    session, aggregates, self.registry, self.sample_size
-                )
                 session.commit()
-                detections = observe(session, observations, actor=ACTOR)
-                session.commit()
+            for chunk in chunks:
+                with self.session_factory() as session:
+                    observations = store_observations(
+                        session, chunk, self.registry, self.sample_size
+                    )
+                    session.commit()
+                    detections = observe(session, observations, actor=ACTOR)
+                    session.commit()
+                written += len(observations)
+                self.stats.observations_written += len(observations)
+                self.stats.detections += len(detections)
         except Exception:
             self.stats.store_errors += 1
-            log.exception("storing %d NetFlow observations failed", len(aggregates))
+            log.exception("storing %d NetFlow observations failed", len(aggregates) - written)
             raise
-        self.stats.observations_written += len(observations)
-        self.stats.detections += len(detections)
-        return len(observations)
+        return written
 
     def flush(self) -> int:
         """take() + write() + save templates, for callers without a separate writer thread."""
