@@ -8,9 +8,9 @@ from __future__ import annotations
 import random
 import socket
 import struct
-import subprocess
-import tempfile
 from pathlib import Path
+
+from lab.softflowd import export_pcap
 
 
 def _frame(src: str, dst: str, proto: int, sport: int, dport: int, size: int) -> bytes:
@@ -63,42 +63,7 @@ def write_capture(path: Path, flows: int, seed: int = 7, block: int = 64) -> Non
 
 
 def softflowd_datagrams(pcap: Path, version: int) -> list[bytes]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, 33, 256 << 20)  # SO_RCVBUFFORCE (root)
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 << 20)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [
-                "softflowd",
-                "-r",
-                str(pcap),
-                "-n",
-                f"127.0.0.1:{port}",
-                "-v",
-                str(version),
-                "-m",
-                "2000000",
-                "-6",
-                "-a",
-                "-p",
-                f"{tmp}/pid",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-    out: list[bytes] = []
-    sock.setblocking(False)
-    while True:
-        try:
-            out.append(sock.recv(65535))
-        except BlockingIOError:
-            break
-    sock.close()
+    out = export_pcap(pcap, version, "-6", "-a", max_flows=2_000_000, rcvbuf=256 << 20, timeout=600)
     return [pad_v9(d) for d in out] if version == 9 else out
 
 

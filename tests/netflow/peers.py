@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-SOFTFLOWD = shutil.which("softflowd") or "/usr/sbin/softflowd"
+from lab.softflowd import SOFTFLOWD, export_pcap
+
 NFCAPD = shutil.which("nfcapd") or "/usr/bin/nfcapd"
 NFDUMP = shutil.which("nfdump") or "/usr/bin/nfdump"
 
@@ -149,48 +150,9 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def big_socket(sock: socket.socket, size: int = 64 << 20) -> None:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, 33, size)  # SO_RCVBUFFORCE (root)
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-
-
 def softflowd_export(pcap: Path, version: int, *extra: str) -> list[bytes]:
     """Run softflowd over a pcap and return the datagrams it exported to our socket."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    big_socket(sock)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [
-                SOFTFLOWD,
-                "-r",
-                str(pcap),
-                "-n",
-                f"127.0.0.1:{port}",
-                "-v",
-                str(version),
-                "-m",
-                "500000",
-                "-p",
-                f"{tmp}/pid",
-                *extra,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    out = []
-    sock.setblocking(False)
-    while True:
-        try:
-            out.append(sock.recv(65535))
-        except BlockingIOError:
-            break
-    sock.close()
-    return out
+    return export_pcap(pcap, version, *extra)
 
 
 def nfdump_decode(datagrams: list[bytes], *extra: str) -> list[dict]:
