@@ -15,7 +15,6 @@ from sqlalchemy.orm import selectinload
 
 from api.auth import ActorDep, SessionDep
 from core.actors import Actor
-from core.db import check_connection, make_engine
 from core.models import County, Institution
 from core.settings import get_settings
 
@@ -85,9 +84,3 @@ def create_app(database_url: str | None = None) -> FastAPI:
         return found
 
     return app
-
-
-def check_database(url: str | None = None) -> None:
-    engine = make_engine(url)
-    check_connection(engine)
-    engine.dispose()
