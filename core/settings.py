@@ -66,6 +66,22 @@ class Settings(BaseSettings):
     default_policy: str = "jincheng"
     documents_dir: Path = Path("./var/documents")
     retention_days: int = Field(default=183, ge=183, description="at least 6 months")
+    # SNMP sweeps (collector/snmp)
+    snmp_concurrency: int = Field(default=32, ge=1, le=1024)
+    snmp_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    snmp_retries: int = Field(default=1, ge=0, le=10)
+    snmp_max_repetitions: int = Field(default=25, ge=1, le=500)
+    snmp_device_deadline_s: float = Field(default=120.0, gt=0)
+    sweep_interval_s: int = Field(default=900, ge=60)
+    # Enforcement (enforcer/): safety rails, DESIGN.md "Enforcement safety rails"
+    enforcement_max_per_run: int = Field(default=10, ge=1)
+    enforcement_max_per_hour: int = Field(default=30, ge=1)
+    enforcement_max_per_device_hour: int = Field(default=10, ge=1)
+    enforcement_breaker_window_s: int = Field(default=600, ge=10)
+    enforcement_breaker_threshold: int = Field(default=20, ge=1)
+    enforcement_max_attempts: int = Field(default=5, ge=1)
+    enforcement_ssh_timeout_s: float = Field(default=20.0, gt=0)
+    enforcement_poll_s: float = Field(default=0.5, gt=0, le=10)
 
     @classmethod
     def settings_customise_sources(

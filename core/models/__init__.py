@@ -2,6 +2,7 @@
 
 from core.models.base import Base, UTCDateTime
 from core.models.cases import Case, CaseEvent, Deadline, EnforcementAction
+from core.models.control import EnforcementControl
 from core.models.enums import (
     ActionKind,
     ActionMode,
@@ -14,6 +15,8 @@ from core.models.enums import (
     ObservationSource,
     Role,
     SnmpVersion,
+    SweepDeviceStatus,
+    SweepStatus,
     VendorStatus,
 )
 from core.models.evidence import Detection, Observation
@@ -31,12 +34,14 @@ from core.models.inventory import (
 )
 from core.models.records import Document, Incident, Report
 from core.models.security import ApiToken, AuditEvent, AuditHead, User, user_counties
+from core.models.snmp import ArpEntry, Interface, InterfaceSample, MacChange, Sweep, SweepDevice
 
 __all__ = [
     "ActionKind",
     "ActionMode",
     "ActionState",
     "ApiToken",
+    "ArpEntry",
     "AuditEvent",
     "AuditHead",
     "BackbonePrefix",
@@ -51,20 +56,28 @@ __all__ = [
     "DeviceRole",
     "Document",
     "EnforcementAction",
+    "EnforcementControl",
     "Exporter",
     "Incident",
     "Institution",
     "InstitutionKind",
     "InstitutionStatus",
+    "Interface",
+    "InterfaceSample",
     "IpAllocation",
     "Link",
     "LinkKind",
     "LinkState",
+    "MacChange",
     "Observation",
     "ObservationSource",
     "Report",
     "Role",
     "SnmpVersion",
+    "Sweep",
+    "SweepDevice",
+    "SweepDeviceStatus",
+    "SweepStatus",
     "UTCDateTime",
     "User",
     "Vendor",

@@ -103,6 +103,7 @@ class EnforcementAction(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None]
+    target: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     commands: Mapped[list[str]] = mapped_column(JSON, default=list)
     backup: Mapped[str | None] = mapped_column(Text)
     transcript: Mapped[str | None] = mapped_column(Text)
@@ -111,6 +112,8 @@ class EnforcementAction(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None]
 
     case: Mapped[Case | None] = relationship()
     link: Mapped[Link] = relationship()

@@ -80,3 +80,18 @@ class Role(StrEnum):
     COUNTY_OPERATOR = "county_operator"
     CITY_ADMIN = "city_admin"
     AUDITOR = "auditor"
+
+
+class SweepStatus(StrEnum):
+    RUNNING = "running"
+    OK = "ok"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+class SweepDeviceStatus(StrEnum):
+    OK = "ok"
+    TIMEOUT = "timeout"
+    AUTH_ERROR = "auth_error"
+    PARTIAL = "partial"
+    ERROR = "error"
