@@ -85,3 +85,12 @@ def test_cli_bad_environment_is_one_line(env: dict[str, str], message: str, tmp_
     assert run.returncode == 2
     assert message in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_configuration_page_lists_every_setting() -> None:
+    """docs/configuration.md is what operators read; a new setting must appear there."""
+    from core.settings import Settings
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    missing = [name for name in Settings.model_fields if f"`{name}`" not in page]
+    assert not missing, f"docs/configuration.md does not list: {missing}"
