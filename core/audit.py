@@ -71,7 +71,14 @@ def record(
     The UPDATE of the head row comes first: it takes the write lock (SQLite) or the row lock
     (PostgreSQL), so concurrent appends queue up instead of forking the chain."""
     session.flush()
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_id=AuditHead.last_id))
+    # synchronize_session=False: the head row is re-read just below, and letting the ORM
+    # evaluate the UPDATE against every object in the session cost a third of a bulk store.
+    session.execute(
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(last_id=AuditHead.last_id)
+        .execution_options(synchronize_session=False)
+    )
     head = session.execute(
         select(AuditHead).where(AuditHead.id == 1).execution_options(populate_existing=True)
     ).scalar_one()

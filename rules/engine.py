@@ -73,32 +73,212 @@ def observe(
 
     Delivering an observation again changes nothing unless it brings new information: a
     detection that becomes corroborated is marked so (and may upgrade its queued cut), and
-    traffic seen after the observation's case was closed is a new finding."""
+    traffic seen after the observation's case was closed is a new finding.
+
+    Whole batches are judged with a few queries (a collector hands over thousands at a time):
+    institutions, links, detections, cases and second-source evidence are loaded once per call
+    by :class:`_Batch`; the decisions and the rows written are those of judging the
+    observations one at a time in order (tests/netflow/test_store_bulk.py checks this)."""
     policies = resolve_store(store)
+    batch = _Batch(session, observations, policies)
     created: list[Detection] = []
     for obs in observations:
-        det = _judge(session, obs, actor, policies)
+        det = _judge(session, obs, actor, batch)
         if det is not None:
             created.append(det)
     return created
 
 
-def _judge(
-    session: Session, obs: Observation, actor: str, policies: PolicyStore
-) -> Detection | None:
+_IN_CHUNK = 500  # ids per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
+
+
+def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
+    return [values[i : i + _IN_CHUNK] for i in range(0, len(values), _IN_CHUNK)]
+
+
+class _Batch:
+    """Everything ``observe`` reads about one batch, loaded up front and kept current as the
+    batch writes (new detections, new cases), so judging needs no per-observation query.
+
+    Holds strong references to what it loaded: the session's identity map is weak, and
+    without them ``session.get`` would reload an institution for every observation."""
+
+    def __init__(
+        self, session: Session, observations: Sequence[Observation], policies: PolicyStore
+    ) -> None:
+        self.session = session
+        self.policies = policies
+        ids = sorted({o.id for o in observations if o.id is not None})
+        link_ids = sorted(
+            {o.link_id for o in observations if o.institution_id is None and o.link_id}
+        )
+        self.links: dict[int, Link] = {}
+        for part in _chunks(link_ids):
+            self.links.update(
+                (ln.id, ln) for ln in session.scalars(select(Link).where(Link.id.in_(part)))
+            )
+        inst_ids = {o.institution_id for o in observations if o.institution_id is not None}
+        inst_ids |= {ln.institution_id for ln in self.links.values()}
+        self.institutions: dict[int, Institution] = {}
+        for part in _chunks(sorted(inst_ids)):
+            q = select(Institution).where(Institution.id.in_(part))
+            self.institutions.update((i.id, i) for i in session.scalars(q))
+        self._policy: dict[int, Policy] = {}
+        # detections under the base key obs:<id> (the absence of a base key is authoritative);
+        # after-case keys are rare and looked up one by one
+        self.base_keys = {f"obs:{i}" for i in ids}
+        self.detections: dict[str, Detection | None] = {}
+        for part in _chunks(sorted(self.base_keys)):
+            for det in session.scalars(select(Detection).where(Detection.key.in_(part))):
+                self.detections[det.key] = det
+        self.cases: dict[int, Case] = {}
+        case_ids = sorted({d.case_id for d in self.detections.values() if d and d.case_id})
+        for part in _chunks(case_ids):
+            self.cases.update(
+                (c.id, c) for c in session.scalars(select(Case).where(Case.id.in_(part)))
+            )
+        # open cases per institution in id order: observe opens cases but never closes one
+        self.open_cases: dict[int, list[Case]] = {i: [] for i in self.institutions}
+        for part in _chunks(sorted(self.institutions)):
+            open_q = (
+                select(Case)
+                .where(Case.institution_id.in_(part), Case.is_open.is_(True))
+                .order_by(Case.id)
+            )
+            for case in session.scalars(open_q):
+                self.open_cases[case.institution_id].append(case)
+                self.cases[case.id] = case
+        self.upgraded: set[int] = set()  # cases whose pending cuts _upgrade_cuts has handled
+        self._observations = observations
+        self._others: dict[
+            ObservationSource, dict[tuple[int, str], list[tuple[datetime, datetime]]]
+        ] = {}
+
+    def institution_of(self, obs: Observation) -> Institution | None:
+        institution_id = obs.institution_id
+        if institution_id is None and obs.link_id is not None:
+            link = self.links.get(obs.link_id) or self.session.get(Link, obs.link_id)
+            institution_id = link.institution_id if link is not None else None
+        if institution_id is None:
+            return None
+        inst = self.institutions.get(institution_id)
+        if inst is None:  # not preloaded (a link read here for the first time)
+            inst = self.session.get(Institution, institution_id)
+            if inst is not None:
+                self.institutions[inst.id] = inst
+                q = (
+                    select(Case)
+                    .where(Case.institution_id == inst.id, Case.is_open.is_(True))
+                    .order_by(Case.id)
+                )
+                self.open_cases[inst.id] = list(self.session.scalars(q))
+                self.cases.update((c.id, c) for c in self.open_cases[inst.id])
+        return inst
+
+    def policy_of(self, inst: Institution) -> Policy:
+        policy = self._policy.get(inst.id)
+        if policy is None:
+            policy = self._policy[inst.id] = self.policies.for_institution(inst)
+        return policy
+
+    def detection(self, key: str) -> Detection | None:
+        if key in self.detections:
+            return self.detections[key]
+        if key in self.base_keys:
+            return None
+        det = self.session.scalar(select(Detection).where(Detection.key == key))
+        self.detections[key] = det
+        return det
+
+    def case(self, case_id: int) -> Case | None:
+        case = self.cases.get(case_id)
+        if case is None:
+            case = self.session.get(Case, case_id)
+            if case is not None:
+                self.cases[case_id] = case
+        return case
+
+    def open_case_for(self, institution_id: int, policy: Policy, kind: str) -> Case | None:
+        """:func:`open_case_for` answered from the batch's open cases."""
+        rule = policy.detection.kinds[kind]
+        for case in self.open_cases.get(institution_id, ()):
+            if case.is_open and (
+                case.counts if rule.counts else (not case.counts and case.kind == kind)
+            ):
+                return case
+        return None
+
+    def opened(self, case: Case) -> None:
+        self.open_cases.setdefault(case.institution_id, []).append(case)
+        self.cases[case.id] = case
+
+    def recorded(self, det: Detection) -> None:
+        self.detections[det.key] = det
+
+    def other_source_seen(self, obs: Observation, within: timedelta) -> bool:
+        """Whether another source observed the same kind at the same institution around
+        ``obs`` (±``within``): the second-source query of one-by-one judging, answered from
+        one query per source for the whole batch."""
+        assert obs.institution_id is not None
+        table = self._others.get(obs.source)
+        if table is None:
+            table = self._others[obs.source] = self._load_others(obs.source, within)
+        lo = as_utc(obs.first_seen) - within
+        hi = as_utc(obs.last_seen) + within
+        return any(
+            last >= lo and first <= hi
+            for first, last in table.get((obs.institution_id, obs.kind), ())
+        )
+
+    def _load_others(
+        self, source: ObservationSource, within: timedelta
+    ) -> dict[tuple[int, str], list[tuple[datetime, datetime]]]:
+        mine = [
+            o for o in self._observations if o.source == source and o.institution_id is not None
+        ]
+        policies = {p.name: p for p in map(self.policy_of, list(self.institutions.values()))}
+        widest = max(
+            [within]
+            + [
+                timedelta(seconds=rule.corroboration.second_source_within_s)
+                for policy in policies.values()
+                for rule in policy.detection.kinds.values()
+            ]
+        )
+        lo = min(as_utc(o.first_seen) for o in mine) - widest
+        hi = max(as_utc(o.last_seen) for o in mine) + widest
+        insts = sorted({o.institution_id for o in mine if o.institution_id is not None})
+        kinds = sorted({o.kind for o in mine})
+        out: dict[tuple[int, str], list[tuple[datetime, datetime]]] = {}
+        for part in _chunks(insts):
+            rows = self.session.execute(
+                select(
+                    Observation.institution_id,
+                    Observation.kind,
+                    Observation.first_seen,
+                    Observation.last_seen,
+                ).where(
+                    Observation.institution_id.in_(part),
+                    Observation.kind.in_(kinds),
+                    Observation.source != source,
+                    Observation.last_seen >= lo,
+                    Observation.first_seen <= hi,
+                )
+            )
+            for inst_id, kind, first, last in rows:
+                if inst_id is not None:
+                    out.setdefault((inst_id, kind), []).append((as_utc(first), as_utc(last)))
+        return out
+
+
+def _judge(session: Session, obs: Observation, actor: str, batch: _Batch) -> Detection | None:
     if obs.id is None:
         raise ValueError("observe() needs flushed observations (with ids)")
-    institution_id = obs.institution_id
-    if institution_id is None and obs.link_id is not None:
-        link = session.get(Link, obs.link_id)
-        institution_id = link.institution_id if link is not None else None
-    if institution_id is None:
+    institution = batch.institution_of(obs)
+    if institution is None:
         log.debug("observation %s names no institution: not a finding", obs.id)
         return None
-    institution = session.get(Institution, institution_id)
-    if institution is None:
-        return None
-    policy = policies.for_institution(institution)
+    policy = batch.policy_of(institution)
     rule = policy.detection.kinds.get(obs.kind)
     if rule is None:
         log.debug("policy %s has no kind %r: observation %s ignored", policy.name, obs.kind, obs.id)
@@ -108,10 +288,10 @@ def _judge(
     if obs.source == ObservationSource.NETFLOW and obs.flows < rule.detect_min_flows:
         return None
 
-    key = _observation_key(session, obs)
-    existing = session.scalar(select(Detection).where(Detection.key == key))
+    key = _observation_key(obs, batch)
+    existing = batch.detection(key)
     if existing is not None:
-        if not existing.corroborated and _corroborated(session, obs, rule):
+        if not existing.corroborated and _corroborated(obs, rule, batch):
             existing.corroborated = True
             audit.record(
                 session,
@@ -123,9 +303,9 @@ def _judge(
                 data={"flows": obs.flows, "octets": obs.octets},
             )
             if existing.case_id is not None:
-                case = session.get(Case, existing.case_id)
+                case = batch.case(existing.case_id)
                 if case is not None:
-                    _upgrade_cuts(session, case, policy, actor)
+                    _upgrade_cuts(session, case, policy, actor, batch)
         return None
 
     det = Detection(
@@ -136,22 +316,22 @@ def _judge(
         observation_id=obs.id,
         source=obs.source,
         severity=rule.severity,
-        corroborated=_corroborated(session, obs, rule),
+        corroborated=_corroborated(obs, rule, batch),
         evidence=_observation_evidence(obs),
         detected_at=as_utc(obs.last_seen),
     )
-    return _record(session, det, institution, policy, actor)
+    return _record(session, det, institution, policy, actor, batch)
 
 
-def _observation_key(session: Session, obs: Observation) -> str:
+def _observation_key(obs: Observation, batch: _Batch) -> str:
     """``obs:<id>``; once the case of that detection is closed, traffic seen after the close
     is a new finding with key ``obs:<id>:after-case:<case id>``."""
     key = f"obs:{obs.id}"
     while True:
-        det = session.scalar(select(Detection).where(Detection.key == key))
+        det = batch.detection(key)
         if det is None or det.case_id is None:
             return key
-        case = session.get(Case, det.case_id)
+        case = batch.case(det.case_id)
         if case is None or case.is_open or case.closed_at is None:
             return key
         if as_utc(obs.last_seen) <= as_utc(case.closed_at):
@@ -177,7 +357,7 @@ def _observation_evidence(obs: Observation) -> dict[str, Any]:
     }
 
 
-def _corroborated(session: Session, obs: Observation, rule: KindRule) -> bool:
+def _corroborated(obs: Observation, rule: KindRule, batch: _Batch) -> bool:
     c = rule.corroboration
     if obs.source in c.trusted_sources:
         return True
@@ -187,20 +367,7 @@ def _corroborated(session: Session, obs: Observation, rule: KindRule) -> bool:
     if thresholds and all(values[k] >= v for k, v in thresholds.items()):
         return True
     if c.second_source and obs.institution_id is not None:
-        within = timedelta(seconds=c.second_source_within_s)
-        other = session.scalar(
-            select(Observation.id)
-            .where(
-                Observation.institution_id == obs.institution_id,
-                Observation.kind == obs.kind,
-                Observation.source != obs.source,
-                Observation.last_seen >= as_utc(obs.first_seen) - within,
-                Observation.first_seen <= as_utc(obs.last_seen) + within,
-            )
-            .limit(1)
-        )
-        if other is not None:
-            return True
+        return batch.other_source_seen(obs, timedelta(seconds=c.second_source_within_s))
     return False
 
 
@@ -303,10 +470,17 @@ def detect_incident(
 
 
 def _record(
-    session: Session, det: Detection, institution: Institution, policy: Policy, actor: str
+    session: Session,
+    det: Detection,
+    institution: Institution,
+    policy: Policy,
+    actor: str,
+    batch: _Batch | None = None,
 ) -> Detection:
     session.add(det)
     session.flush()
+    if batch is not None:
+        batch.recorded(det)
     audit.record(
         session,
         actor=actor,
@@ -322,7 +496,7 @@ def _record(
             "severity": det.severity,
         },
     )
-    _escalate(session, det, institution, policy, actor)
+    _escalate(session, det, institution, policy, actor, batch)
     return det
 
 
@@ -359,10 +533,18 @@ def strikes_in_window(
 
 
 def _escalate(
-    session: Session, det: Detection, institution: Institution, policy: Policy, actor: str
+    session: Session,
+    det: Detection,
+    institution: Institution,
+    policy: Policy,
+    actor: str,
+    batch: _Batch | None = None,
 ) -> None:
     rule = policy.detection.kinds[det.kind]
-    case = open_case_for(session, institution.id, policy, det.kind)
+    if batch is not None:
+        case = batch.open_case_for(institution.id, policy, det.kind)
+    else:
+        case = open_case_for(session, institution.id, policy, det.kind)
     at = as_utc(det.detected_at)
     if case is not None:
         det.case_id = case.id
@@ -379,7 +561,7 @@ def _escalate(
             data={"kind": det.kind, "article": rule.article},
         )
         if det.corroborated:
-            _upgrade_cuts(session, case, policy, actor)
+            _upgrade_cuts(session, case, policy, actor, batch)
         return
 
     strike = strikes_in_window(session, institution, policy, at) + 1 if rule.counts else 0
@@ -402,6 +584,8 @@ def _escalate(
     )
     session.add(case)
     session.flush()
+    if batch is not None:
+        batch.opened(case)
     det.case_id = case.id
     det.counted = rule.counts
     what = f"strike {strike}: {step.title}" if rule.counts else step.title
@@ -618,9 +802,18 @@ def _request(
     return created
 
 
-def _upgrade_cuts(session: Session, case: Case, policy: Policy, actor: str) -> None:
+def _upgrade_cuts(
+    session: Session, case: Case, policy: Policy, actor: str, batch: _Batch | None = None
+) -> None:
     """Corroboration arrived after the cut was queued for approval only for lack of it: the
-    step's ``auto`` now applies (never for protected institutions)."""
+    step's ``auto`` now applies (never for protected institutions).
+
+    Within one ``observe`` batch a case needs this once: cuts are queued only when a case
+    opens, so after the first call the case has no pending uncorroborated cut left."""
+    if batch is not None:
+        if case.id in batch.upgraded:
+            return
+        batch.upgraded.add(case.id)
     step = policy.steps.get(case.step)
     institution = session.get(Institution, case.institution_id)
     if step is None or institution is None or institution.protected:

@@ -35,6 +35,12 @@ _KEY_DTYPE = np.dtype(
 
 AggKey = tuple[int, str, str, str, int, int]  # institution, kind, src, dst, dst_port, protocol
 
+# Kinds about a source address alone: folded per (institution, kind, source) with destination,
+# port and protocol zeroed in the key, so an unallocated host talking to many peers is one
+# observation (one finding), not one per peer. The evidence sample keeps the real records.
+PER_SOURCE_KINDS = frozenset({"unauthorized_ip"})
+_PER_SOURCE_CODES = np.array([KINDS.index(k) for k in sorted(PER_SOURCE_KINDS)], np.uint8)
+
 
 @dataclass
 class Aggregate:
@@ -131,6 +137,10 @@ class Aggregator:
         keys["kind"] = candidates["kind"]
         for name in ("src_hi", "src_lo", "dst_hi", "dst_lo", "dst_port", "protocol"):
             keys[name] = recs[name]
+        per_source = np.isin(keys["kind"], _PER_SOURCE_CODES)
+        if per_source.any():
+            for name in ("dst_hi", "dst_lo", "dst_port", "protocol"):
+                keys[name][per_source] = 0
         uniq, first_idx, inverse = np.unique(keys, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         slots = self._lookup(uniq, first_idx, recs, candidates["link"])

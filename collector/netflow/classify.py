@@ -207,14 +207,22 @@ class Classifier:
     backbone: IntervalTable  # address → 1 inside the backbone
     ignored: IntervalTable  # address → 1 ignored
     signatures: SignatureTable  # bit 0 remote_control, bit 1 internet_vpn
-    # (exporter address, input ifIndex) → (link id, institution id); optional
-    ingress: Mapping[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    # the ingress link of a flow: (device id, input ifIndex) → (link id, institution id), from
+    # the Interface table, and the device of each exporter: (address, observation domain) →
+    # device id for v9/IPFIX, address → device id for v5 (which has no domain)
+    ingress: Mapping[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    exporter_devices: Mapping[tuple[str, int], int] = field(default_factory=dict)
+    address_devices: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # one searchsorted per family and side: src → (institution, ignored),
         # dst → (backbone, ignored)
         self._src = SideTable([self.allocations, self.ignored])
         self._dst = SideTable([self.backbone, self.ignored])
+        # ingress as a sorted int64 table of device << 32 | ifIndex
+        items = sorted(((d << 32) | (i & 0xFFFFFFFF), v) for (d, i), v in self.ingress.items())
+        self._ingress_keys = np.array([k for k, _ in items], np.int64)
+        self._ingress_vals = np.array([v for _, v in items], np.int64).reshape(-1, 2)
 
     @classmethod
     def build(
@@ -225,7 +233,9 @@ class Classifier:
         ignore: Iterable[str] = (),
         remote_control: Iterable[object] = (),
         internet_vpn: Iterable[object] = (),
-        ingress: Mapping[tuple[str, int], tuple[int, int]] | None = None,
+        ingress: Mapping[tuple[int, int], tuple[int, int]] | None = None,
+        exporter_devices: Mapping[tuple[str, int], int] | None = None,
+        address_devices: Mapping[str, int] | None = None,
     ) -> Classifier:
         return cls(
             IntervalTable.from_prefixes(allocations),
@@ -233,6 +243,8 @@ class Classifier:
             IntervalTable.from_prefixes((p, 1) for p in ignore),
             SignatureTable([list(remote_control), list(internet_vpn)]),
             dict(ingress or {}),
+            dict(exporter_devices or {}),
+            dict(address_devices or {}),
         )
 
     def classify(self, batch: FlowBatch) -> np.ndarray:
@@ -262,26 +274,23 @@ class Classifier:
         return np.concatenate(parts)
 
     def _ingress(self, batch: FlowBatch) -> tuple[np.ndarray, np.ndarray]:
-        recs = batch
-        keys: list[tuple[int, int, int, int]] = []
-        for i, (addr, _domain) in enumerate(batch.exporters):
-            for (e_addr, ifindex), (link_id, inst_id) in self.ingress.items():
-                if e_addr == addr:
-                    keys.append((i, ifindex, link_id, inst_id))
-        link = np.full(len(recs), -1, np.int64)
-        inst = np.full(len(recs), -1, np.int64)
-        if not keys:
+        """(link, institution) of each record's ingress interface, -1 where unknown: the
+        exporter's device (per batch exporter, a handful) and the record's input ifIndex
+        looked up in the sorted (device, ifIndex) table."""
+        n = len(batch)
+        link = np.full(n, -1, np.int64)
+        inst = np.full(n, -1, np.int64)
+        if not len(self._ingress_keys) or not batch.exporters:
             return link, inst
-        table = np.array(keys, dtype=np.int64)
-        combo = (table[:, 0] << 32) | table[:, 1]
-        order = np.argsort(combo)
-        combo = combo[order]
-        want = (recs["exporter"].astype(np.int64) << 32) | recs["input_if"].astype(np.int64)
-        idx = np.searchsorted(combo, want)
-        idx = np.minimum(idx, len(combo) - 1)
-        hit = combo[idx] == want
-        link = np.where(hit, table[order][idx, 2], -1)
-        inst = np.where(hit, table[order][idx, 3], -1)
+        exact = np.array([self.exporter_devices.get(e, -1) for e in batch.exporters], np.int64)
+        by_addr = np.array([self.address_devices.get(e[0], -1) for e in batch.exporters], np.int64)
+        exp = batch["exporter"]
+        device = np.where(batch["version"] == 5, by_addr[exp], exact[exp])
+        want = (device << 32) | batch["input_if"].astype(np.int64)
+        idx = np.minimum(np.searchsorted(self._ingress_keys, want), len(self._ingress_keys) - 1)
+        hit = (self._ingress_keys[idx] == want) & (device >= 0)
+        link = np.where(hit, self._ingress_vals[idx, 0], -1)
+        inst = np.where(hit, self._ingress_vals[idx, 1], -1)
         return link, inst
 
     @staticmethod

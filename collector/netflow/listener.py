@@ -189,13 +189,14 @@ class NetflowListener:
         self.drain()
         aggregates, alerts = self.pipeline.take()
         self.pipeline.save_templates()
-        if not len(aggregates) and not alerts:
-            return 0
         return await asyncio.to_thread(self._write, aggregates, alerts)
 
     def _write(self, aggregates: Drained, alerts: list[str]) -> int:
+        """Store (in the writer thread), then refresh the classification tables when due."""
         with self._write_lock:  # one writer at a time (SQLite would report "locked")
-            return self.pipeline.write(aggregates, alerts)
+            written = self.pipeline.write(aggregates, alerts)
+            self.pipeline.reload_if_due()
+            return written
 
     def flush_now(self) -> int:
         """Synchronous flush from the loop thread; waits for a write already running."""

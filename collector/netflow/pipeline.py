@@ -67,8 +67,11 @@ class Pipeline:
         max_keys: int = 100_000,
         sample_size: int = 5,
         write_chunk: int = 2000,
+        reload_interval: float = 60.0,
     ) -> None:
         self.write_chunk = write_chunk
+        self.reload_interval = reload_interval
+        self._loaded_at = 0.0
         self.session_factory = session_factory
         self.policy_name = policy_name
         self.template_path = template_path
@@ -90,11 +93,29 @@ class Pipeline:
         _PIPELINES.add(self)
 
     def reload(self) -> None:
-        """Re-read exporters, allocations, backbone prefixes and the policy's signatures."""
+        """Re-read exporters, allocations, backbone prefixes, the ingress map (interfaces
+        mapped to links) and the policy's signatures; swapped in whole, so a batch being
+        classified meanwhile uses the old or the new tables, never a mix."""
         with self.session_factory() as session:
-            self.registry = load_registry(session)
-            self.classifier = load_classifier(session, self.policy_name)
-        self.decoder.default_sampling = self.registry.sampling()
+            registry = load_registry(session)
+            classifier = load_classifier(session, self.policy_name, registry)
+        self.registry, self.classifier = registry, classifier
+        self.decoder.default_sampling = registry.sampling()
+        self._loaded_at = time.monotonic()
+
+    def reload_if_due(self) -> bool:
+        """:meth:`reload` when ``reload_interval`` has passed (the listener calls this from its
+        writer thread, so inventory changes such as new interfaces reach the classifier);
+        a failed reload is logged and the old tables stay."""
+        if time.monotonic() - self._loaded_at < self.reload_interval:
+            return False
+        try:
+            self.reload()
+        except Exception:
+            self._loaded_at = time.monotonic()  # retry after another interval, not per batch
+            log.exception("reloading NetFlow classification tables failed; keeping the old")
+            return False
+        return True
 
     # -- in memory ---------------------------------------------------------------------------
     def process(self, datagrams: Iterable[tuple[bytes, str]]) -> FlowBatch:
