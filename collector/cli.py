@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from collector.snmp import cli as snmp_cli
+
 flows_app = typer.Typer(help="NetFlow v5/v9/IPFIX tools.", no_args_is_help=True)
 
 _BATCH = 2048
@@ -74,5 +76,6 @@ def decode(
 
 
 def register(app: typer.Typer) -> None:
-    """Entry point for core's CLI: adds the ``flows`` group."""
+    """Entry point for core's CLI: adds the ``flows`` group and ``sweep``."""
     app.add_typer(flows_app, name="flows")
+    snmp_cli.register(app)
