@@ -7,6 +7,7 @@ and reused; a marker file records what was installed so a changed spec rebuilds 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -56,9 +57,19 @@ def ensure_venv(spec: VenvSpec) -> Path:
     marker = root / ".edgewarden-spec"
     if marker.exists() and marker.read_text().strip() == spec.digest():
         return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # Two test runs may build the same venv at once: the second waits and reuses it.
+    with open(root.parent / f".{spec.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and marker.read_text().strip() == spec.digest():
+            return root
+        _build(spec, uv, root, marker)
+    return root
+
+
+def _build(spec: VenvSpec, uv: str, root: Path, marker: Path) -> None:
     if root.exists():
         shutil.rmtree(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
     _run([uv, "venv", "--quiet", "--python", spec.python, str(root)])
     py = str(root / "bin/python")
     if spec.packages:
@@ -66,7 +77,6 @@ def ensure_venv(spec: VenvSpec) -> Path:
     if spec.no_deps:
         _run([uv, "pip", "install", "--quiet", "--no-deps", "--python", py, *spec.no_deps])
     marker.write_text(spec.digest() + "\n")
-    return root
 
 
 def bin_path(spec: VenvSpec, program: str) -> Path:

@@ -69,4 +69,16 @@ say "uv $(uv --version | awk '{print $2}')"
 
 say "syncing the Python environment (uv sync --frozen --all-groups)"
 uv sync --frozen --all-groups --quiet </dev/null
+
+# Lab peers whose pins clash with ours get their own venvs (lab/venvs.py): snmpsim on Debian's
+# Python (dbm.gnu) and fake-switches. Built once, reused while their spec is unchanged.
+say "preparing lab peer environments (snmpsim, fake-switches)"
+uv run --frozen --no-sync python - <<'PY'
+from lab.fakeswitches import FAKESWITCHES_VENV
+from lab.snmp.agents import ensure_snmpsim
+from lab.venvs import ensure_venv
+
+ensure_snmpsim()
+ensure_venv(FAKESWITCHES_VENV)
+PY
 say "done"
