@@ -92,6 +92,27 @@ class DetectionRules(_Strict):
     remote_control: list[PortSignature] = Field(default_factory=list)
     internet_vpn: list[PortSignature] = Field(default_factory=list)
     ignore_addresses: list[str] = Field(default_factory=list)
+    max_hosts_per_link: dict[str, int] = Field(
+        default_factory=dict,
+        description="hosts (distinct IPs in ARP) one link may carry, per institution kind or "
+        "'default'; more is a network_extension finding (the line serves others)",
+    )
+
+    @field_validator("max_hosts_per_link")
+    @classmethod
+    def _host_limits(cls, limits: dict[str, int]) -> dict[str, int]:
+        known = {"default", "hospital", "pharmacy", "ltc", "applicant"}
+        bad = sorted(set(limits) - known)
+        if bad:
+            raise ValueError(f"unknown institution kinds {bad}; use {sorted(known)}")
+        low = sorted(k for k, v in limits.items() if v < 1)
+        if low:
+            raise ValueError(f"limits must be at least 1: {low}")
+        return limits
+
+    def host_limit(self, institution_kind: str) -> int | None:
+        """Most hosts one link of an institution of this kind may carry; None: no limit."""
+        return self.max_hosts_per_link.get(institution_kind, self.max_hosts_per_link.get("default"))
 
     @field_validator("kinds")
     @classmethod

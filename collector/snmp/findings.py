@@ -3,9 +3,10 @@
 - ``unauthorized_ip``: an IP behind a link that lies in no allocation at all (Jilin art. 15,
   Jincheng art. 11); the finding is against the link's institution.
 - ``network_extension``: an IP behind a link that is allocated to *another* institution (the
-  line is extended to it; Jincheng art. 11, Jilin art. 26); the owner is in the sample. The
-  policies define no per-link host limit (rules/detection.py has none), so "more hosts than
-  the policy allows" is not evaluated.
+  line is extended to it; Jincheng art. 11, Jilin art. 26); the owner is in the sample. Also
+  more distinct hosts behind one link than the policy's ``max_hosts_per_link`` allows for the
+  institution's kind (subject ``hosts``; the count, the limit and the first addresses in the
+  sample).
 - ``outbound_internet``: a default route, or a route to a prefix inside no BackbonePrefix and
   no allocation, on a device that faces institutions (has links). Reject (blackhole) and
   local routes do not count. Institution: the link behind the route's ifIndex, else behind its
@@ -58,10 +59,12 @@ def findings(
     device_id: int, poll: DevicePoll, inv: Inventory, stored: Stored, arp: list[ArpRow]
 ) -> list[Finding]:
     out: list[Finding] = []
+    hosts: dict[int, set[str]] = {}
     for a in arp:
         link = stored.links.get(a.if_index)
         if link is None:
             continue
+        hosts.setdefault(link.id, set()).add(a.ip)
         owner = inv.allocations.lookup(a.ip)
         if owner == link.institution_id:
             continue
@@ -77,6 +80,7 @@ def findings(
         else:
             sample = {**base, "allocated_to": inv.code_of.get(owner)}
             out.append(Finding("network_extension", link, a.ip, a.ip, None, sample))
+    out.extend(_host_counts(hosts, stored, inv))
     for r in poll.interfaces:
         link = stored.links.get(r.if_index)
         if link is None or r.oper_status not in (oids.OPER_DOWN, oids.OPER_LOWER_LAYER_DOWN):
@@ -93,6 +97,26 @@ def findings(
         out.append(Finding("link_down", link, r.name, None, None, sample))
     if inv.links_by_device.get(device_id):
         out.extend(_routes(poll, inv, stored, arp))
+    return out
+
+
+def _host_counts(hosts: dict[int, set[str]], stored: Stored, inv: Inventory) -> list[Finding]:
+    """Links carrying more hosts than their institution's policy allows (the line is extended
+    to terminals that are not the institution's own: Jincheng art. 11, Jilin art. 26)."""
+    links = {lk.id: lk for lk in stored.links.values()}
+    out: list[Finding] = []
+    for link_id, ips in sorted(hosts.items()):
+        link = links[link_id]
+        limit = inv.host_limit.get(link.institution_id)
+        if limit is None or len(ips) <= limit:
+            continue
+        sample = {
+            "hosts": len(ips),
+            "limit": limit,
+            "addresses": sorted(ips, key=ipaddress.ip_address)[:20],
+            "link_institution": inv.code_of.get(link.institution_id),
+        }
+        out.append(Finding("network_extension", link, "hosts", None, None, sample))
     return out
 
 

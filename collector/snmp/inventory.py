@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.models import BackbonePrefix, Institution, IpAllocation, Link, LinkState
+from rules.policy import PolicyStore, resolve_store
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+")
 IpNet = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -72,13 +73,18 @@ class Inventory:
     links_by_device: dict[int, list[LinkInfo]] = field(default_factory=dict)
     allocations: PrefixIndex = field(default_factory=PrefixIndex)  # → institution id
     backbone: PrefixIndex = field(default_factory=PrefixIndex)
+    host_limit: dict[int, int] = field(default_factory=dict)  # institution id → most hosts
 
     @classmethod
-    def load(cls, session: Session) -> Inventory:
+    def load(cls, session: Session, store: PolicyStore | None = None) -> Inventory:
         inv = cls()
-        for iid, code in session.execute(select(Institution.id, Institution.code)):
-            inv.codes[code] = iid
-            inv.code_of[iid] = code
+        policies = resolve_store(store)
+        for inst in session.scalars(select(Institution)):
+            inv.codes[inst.code] = inst.id
+            inv.code_of[inst.id] = inst.code
+            limit = policies.for_institution(inst).detection.host_limit(str(inst.kind))
+            if limit is not None:
+                inv.host_limit[inst.id] = limit
         for row in session.execute(
             select(
                 Link.id,

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+import yaml
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -240,3 +242,28 @@ def test_cli_sweep_lines_table_and_exit_codes(db_url_sqlite: str, lab: Lab) -> N
     unknown = _cli(db_url_sqlite, "--device", "no-such-router")
     assert unknown.returncode == 2
     assert "unknown device(s): no-such-router" in unknown.stderr
+
+
+def test_more_hosts_than_the_policy_allows_is_network_extension(
+    lab_db: str, lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``max_hosts_per_link`` is policy data (Jincheng art. 11, Jilin art. 26: the line must not
+    serve others); the lab puts every address of one allocation behind one link."""
+    (want,) = lab.routers.scenario["many_hosts"]
+    ordinary = 4  # three hosts per link, plus one injected address on the anomaly links
+    assert want["hosts"] > ordinary + 1
+    for src in (REPO / "rules" / "policies").glob("*.yaml"):
+        data = yaml.safe_load(src.read_text(encoding="utf-8"))
+        data["detection"]["max_hosts_per_link"] = {"default": ordinary}
+        (tmp_path / src.name).write_text(yaml.safe_dump(data, allow_unicode=True), "utf-8")
+    monkeypatch.setenv("EDGEWARDEN_POLICY_DIRS", str(tmp_path))
+
+    result = asyncio.run(run_sweep(lab_db, settings=fast_settings()))
+    assert result.status == SweepStatus.OK
+    with session_scope(lab_db) as s:
+        crowded = [o for o in _obs(s, "network_extension") if o.key.endswith(":hosts")]
+        assert len(crowded) == 1, [o.key for o in crowded]
+        (obs,) = crowded
+        assert obs.link_id == _link(s, want["device"], want["interface"]).id
+        assert (obs.sample[0]["hosts"], obs.sample[0]["limit"]) == (want["hosts"], ordinary)
+        assert s.scalar(select(Detection).where(Detection.observation_id == obs.id)) is not None
