@@ -85,14 +85,27 @@ class _Keys:
 
     is_v4: np.ndarray
     all_v4: bool
-    v4: np.ndarray  # uint32: the IPv4 address (meaningless where not is_v4)
+    lo: np.ndarray  # uint64: lower half (IPv4-mapped: 0xffff << 32 | the IPv4 address)
     v6: np.ndarray  # uint64: the upper half of the IPv6 address
+
+    @property
+    def v4(self) -> np.ndarray:
+        """uint32: the IPv4 address (meaningless where not is_v4)."""
+        return self.lo.astype(np.uint32)
 
     @classmethod
     def of(cls, batch: FlowBatch, which: str) -> _Keys:
         is_v4 = batch.is_v4(which)
         all_v4 = batch.all_v4 or bool(is_v4.all())
-        return cls(is_v4, all_v4, batch[f"{which}_lo"].astype(np.uint32), batch[f"{which}_hi"])
+        return cls(is_v4, all_v4, batch[f"{which}_lo"], batch[f"{which}_hi"])
+
+
+# IPv4-mapped addresses are looked up by their lower half, which lies in this range of the
+# 64-bit key space; IPv6 addresses by their upper half (the /64). One merged table over both
+# answers a mixed batch with one search; the rare IPv6 /64 inside the range (::ffff:0:0/96's
+# neighbours in 0::/16, reserved space) is looked up again in the IPv6 table alone.
+_MAPPED_START = 0xFFFF << 32
+_MAPPED_END = _MAPPED_START + (1 << 32)  # exclusive
 
 
 class SideTable:
@@ -103,6 +116,36 @@ class SideTable:
         self.width = len(tables)
         self.v4 = self._merge([t.v4 for t in tables], 1 << 32, np.uint32)
         self.v6 = self._merge([t.v6 for t in tables], 1 << 64, np.uint64)
+        self.mixed = self._unify(self.v4, self.v6, self.width)
+
+    @staticmethod
+    def _unify(
+        v4: tuple[np.ndarray, np.ndarray] | None,
+        v6: tuple[np.ndarray, np.ndarray] | None,
+        width: int,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Both families over one 64-bit key space: IPv4 at _MAPPED_START + address,
+        IPv6 (upper half) everywhere else."""
+        if v4 is None and v6 is None:
+            return None
+        region = [np.uint64(_MAPPED_START), np.uint64(_MAPPED_END)]
+        parts = [np.zeros(1, np.uint64), np.array(region, np.uint64)]
+        if v4 is not None:
+            parts.append(v4[0].astype(np.uint64) + np.uint64(_MAPPED_START))
+        if v6 is not None:
+            b6 = v6[0]
+            parts.append(b6[(b6 < region[0]) | (b6 >= region[1])])
+        bounds = np.unique(np.concatenate(parts))
+        values = np.full((width, len(bounds)), -1, np.int64)
+        inside = (bounds >= region[0]) & (bounds < region[1])
+        if v4 is not None:
+            b4, vals4 = v4
+            keys4 = (bounds[inside] - region[0]).astype(np.uint32)
+            values[:, inside] = vals4[:, _search(b4, keys4)]
+        if v6 is not None:
+            b6, vals6 = v6
+            values[:, ~inside] = vals6[:, _search(b6, bounds[~inside])]
+        return bounds, values
 
     @staticmethod
     def _merge(
@@ -129,14 +172,21 @@ class SideTable:
                 return np.full((self.width, n), -1, np.int64)
             bounds, values = self.v4
             return values[:, _search(bounds, keys.v4)]
-        out = np.full((self.width, n), -1, np.int64)
-        for table, rows, column in (
-            (self.v4, np.flatnonzero(keys.is_v4), keys.v4),
-            (self.v6, np.flatnonzero(~keys.is_v4), keys.v6),
-        ):
-            if table is not None and len(rows):
-                bounds, values = table
-                out[:, rows] = values[:, _search(bounds, column[rows])]
+        if self.mixed is None:
+            return np.full((self.width, n), -1, np.int64)
+        bounds, values = self.mixed
+        key = np.where(keys.is_v4, keys.lo, keys.v6)
+        out = values[:, _search(bounds, key)]
+        hi = keys.v6
+        odd = np.flatnonzero(
+            ~keys.is_v4 & (hi >= np.uint64(_MAPPED_START)) & (hi < np.uint64(_MAPPED_END))
+        )
+        if len(odd):
+            if self.v6 is None:
+                out[:, odd] = -1
+            else:
+                b6, vals6 = self.v6
+                out[:, odd] = vals6[:, _search(b6, hi[odd])]
         return out
 
 

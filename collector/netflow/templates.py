@@ -236,6 +236,9 @@ class TemplateCache:
     by_domain: dict[DomainKey, dict[int, Compiled]] = field(default_factory=dict)
     dirty: bool = False
     evicted: int = 0
+    # bumped on every change a decoder must see (templates, options state): the batch path
+    # re-judges the rest of a batch's sets only when this moved
+    changes: int = 0
 
     def get(self, key: TemplateKey) -> Compiled | None:
         return self.templates.get(key)
@@ -247,6 +250,7 @@ class TemplateCache:
         self.templates[key] = compiled
         self.by_domain.setdefault(key[:3], {})[key[3]] = compiled
         self.dirty = True
+        self.changes += 1
         while len(self.templates) > self.max_templates:
             gone, _ = self.templates.popitem(last=False)
             self._unindex(gone)
@@ -263,6 +267,7 @@ class TemplateCache:
         if self.templates.pop(key, None) is not None:
             self._unindex(key)
             self.dirty = True
+            self.changes += 1
 
     def withdraw_all(self, domain: DomainKey, options: bool) -> None:
         doomed = [
@@ -273,12 +278,14 @@ class TemplateCache:
             self._unindex(k)
         if doomed:
             self.dirty = True
+            self.changes += 1
 
     def domain(self, key: DomainKey) -> DomainState:
         state = self.domains.get(key)
         if state is None:
             if len(self.domains) >= self.max_templates:
                 self.domains.pop(next(iter(self.domains)))
+                self.changes += 1
             state = self.domains[key] = DomainState()
         return state
 
