@@ -59,12 +59,12 @@ def findings(
     device_id: int, poll: DevicePoll, inv: Inventory, stored: Stored, arp: list[ArpRow]
 ) -> list[Finding]:
     out: list[Finding] = []
-    hosts: dict[int, set[str]] = {}
+    hosts: dict[LinkInfo, set[str]] = {}
     for a in arp:
         link = stored.links.get(a.if_index)
         if link is None:
             continue
-        hosts.setdefault(link.id, set()).add(a.ip)
+        hosts.setdefault(link, set()).add(a.ip)
         owner = inv.allocations.lookup(a.ip)
         if owner == link.institution_id:
             continue
@@ -80,7 +80,7 @@ def findings(
         else:
             sample = {**base, "allocated_to": inv.code_of.get(owner)}
             out.append(Finding("network_extension", link, a.ip, a.ip, None, sample))
-    out.extend(_host_counts(hosts, stored, inv))
+    out.extend(_host_counts(hosts, inv))
     for r in poll.interfaces:
         link = stored.links.get(r.if_index)
         if link is None or r.oper_status not in (oids.OPER_DOWN, oids.OPER_LOWER_LAYER_DOWN):
@@ -100,13 +100,11 @@ def findings(
     return out
 
 
-def _host_counts(hosts: dict[int, set[str]], stored: Stored, inv: Inventory) -> list[Finding]:
+def _host_counts(hosts: dict[LinkInfo, set[str]], inv: Inventory) -> list[Finding]:
     """Links carrying more hosts than their institution's policy allows (the line is extended
     to terminals that are not the institution's own: Jincheng art. 11, Jilin art. 26)."""
-    links = {lk.id: lk for lk in stored.links.values()}
     out: list[Finding] = []
-    for link_id, ips in sorted(hosts.items()):
-        link = links[link_id]
+    for link, ips in sorted(hosts.items(), key=lambda item: item[0].id):
         limit = inv.host_limit.get(link.institution_id)
         if limit is None or len(ips) <= limit:
             continue
