@@ -1,51 +1,41 @@
 """The FastAPI application: REST under /api/v1, health and metrics.
 
-County scoping is applied in the queries (属地原则, Jincheng art. 4, Jilin art. 4): a county
-operator's query never selects another county's rows."""
+Routers are the modules of :mod:`api.routers`, one per area, each exporting ``router``; they
+are mounted in name order so the OpenAPI document is stable."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import importlib
+import pkgutil
 
-from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Select, select, text
-from sqlalchemy.orm import selectinload
+from sqlalchemy import text
 
+import api.routers
+from api import problems
 from api.auth import ActorDep, SessionDep
-from core.actors import Actor
-from core.models import County, Institution
 from core.settings import get_settings
 
-
-class CountyOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    code: str
-    name: str
+API_PREFIX = "/api/v1"
 
 
-class InstitutionOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    code: str
-    name: str
-    kind: str
-    status: str
-    protected: bool
-    county: CountyOut
-
-
-def scoped(stmt: Select[Any], actor: Actor) -> Select[Any]:
-    if actor.city_wide:
-        return stmt
-    return stmt.join(Institution.county).where(County.code.in_(actor.county_codes))
+def router_modules() -> list[str]:
+    return sorted(
+        f"api.routers.{m.name}" for m in pkgutil.iter_modules(api.routers.__path__) if not m.ispkg
+    )
 
 
 def create_app(database_url: str | None = None) -> FastAPI:
-    app = FastAPI(title="Edge Warden", version="0.1.0")
+    app = FastAPI(
+        title="Edge Warden",
+        version="0.1.0",
+        description="Watches and enforces the access rules of a medical-insurance backbone's "
+        "edge. Every endpoint but the health checks needs `Authorization: Bearer TOKEN`; "
+        "errors are RFC 9457 problem details.",
+    )
     app.state.database_url = database_url or get_settings().database_url
+    problems.install(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -60,27 +50,7 @@ def create_app(database_url: str | None = None) -> FastAPI:
     def metrics(_actor: ActorDep) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/api/v1/institutions", response_model=list[InstitutionOut])
-    def list_institutions(
-        session: SessionDep,
-        actor: ActorDep,
-        county: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
-        after: Annotated[str | None, Query(description="cursor: last code seen")] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[Institution]:
-        stmt = scoped(select(Institution), actor).options(selectinload(Institution.county))
-        if county:
-            stmt = stmt.where(Institution.county.has(County.code == county))
-        if after:
-            stmt = stmt.where(Institution.code > after)
-        return list(session.scalars(stmt.order_by(Institution.code).limit(limit)))
-
-    @app.get("/api/v1/institutions/{code}", response_model=InstitutionOut)
-    def get_institution(code: str, session: SessionDep, actor: ActorDep) -> Institution:
-        stmt = scoped(select(Institution), actor).where(Institution.code == code)
-        found: Institution | None = session.scalar(stmt.options(selectinload(Institution.county)))
-        if found is None:
-            raise HTTPException(404, f"no institution {code} in your counties")
-        return found
-
+    for name in router_modules():
+        module = importlib.import_module(name)
+        app.include_router(module.router, prefix=API_PREFIX)
     return app

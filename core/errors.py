@@ -25,3 +25,16 @@ class ValidationFailed(EdgeWardenError):
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.problems = problems or []
+
+
+class NotFound(EdgeWardenError):
+    """The named object does not exist, or is outside the caller's counties (属地原则): the two
+    answers are the same so that a county operator cannot probe another county's codes."""
+
+
+class Conflict(EdgeWardenError):
+    """The request is valid but the object's current state does not allow it."""
+
+
+class PermissionDenied(EdgeWardenError):
+    """The caller's role may not do this."""

@@ -82,6 +82,21 @@ class Settings(BaseSettings):
     enforcement_max_attempts: int = Field(default=5, ge=1)
     enforcement_ssh_timeout_s: float = Field(default=20.0, gt=0)
     enforcement_poll_s: float = Field(default=0.5, gt=0, le=10)
+    # Service (api/): auth, idempotency, scheduler, webhooks
+    auth_fail_limit: int = Field(default=10, ge=1, description="failed logins per client")
+    auth_fail_window_s: int = Field(default=60, ge=1)
+    idempotency_ttl_h: int = Field(default=48, ge=1)
+    scheduler_enabled: bool = True
+    deadline_check_interval_s: int = Field(default=300, ge=10)
+    retention_interval_s: int = Field(default=86400, ge=60)
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_backoff_s: float = Field(default=30.0, gt=0)
+    webhook_poll_s: float = Field(default=2.0, gt=0, le=60)
+    log_json: bool = Field(default=True, description="JSON log lines (one object per line)")
+    # Documents and reports (api/reports, core/documents)
+    document_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    reports_dir: Path = Path("./var/reports")
 
     @classmethod
     def settings_customise_sources(

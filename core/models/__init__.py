@@ -34,6 +34,13 @@ from core.models.inventory import (
 )
 from core.models.records import Document, Incident, Report
 from core.models.security import ApiToken, AuditEvent, AuditHead, User, user_counties
+from core.models.service import (
+    EventCursor,
+    IdempotencyRecord,
+    JobLock,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from core.models.snmp import ArpEntry, Interface, InterfaceSample, MacChange, Sweep, SweepDevice
 
 __all__ = [
@@ -57,7 +64,9 @@ __all__ = [
     "Document",
     "EnforcementAction",
     "EnforcementControl",
+    "EventCursor",
     "Exporter",
+    "IdempotencyRecord",
     "Incident",
     "Institution",
     "InstitutionKind",
@@ -65,6 +74,7 @@ __all__ = [
     "Interface",
     "InterfaceSample",
     "IpAllocation",
+    "JobLock",
     "Link",
     "LinkKind",
     "LinkState",
@@ -83,5 +93,7 @@ __all__ = [
     "Vendor",
     "VendorServer",
     "VendorStatus",
+    "WebhookDelivery",
+    "WebhookSubscription",
     "user_counties",
 ]

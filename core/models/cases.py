@@ -36,6 +36,7 @@ class Case(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     handling_ended_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
+    remediation: Mapped[str | None] = mapped_column(Text)  # 整改措施, operator input for the report
     version: Mapped[int] = mapped_column(default=1)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - two writers never both win

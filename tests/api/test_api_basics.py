@@ -29,15 +29,15 @@ def test_auth_and_county_scoping(session: Session, db_url: str) -> None:
     assert session.query(AuditEvent).filter_by(action="auth.failed").count() == 1
 
     every = client.get(
-        "/api/v1/institutions?limit=1000", headers={"Authorization": f"Bearer {admin}"}
+        "/api/v1/institutions?limit=500", headers={"Authorization": f"Bearer {admin}"}
     )
-    assert every.status_code == 200 and len(every.json()) == 60
+    assert every.status_code == 200 and len(every.json()["items"]) == 60
     mine = client.get(
-        "/api/v1/institutions?limit=1000", headers={"Authorization": f"Bearer {county}"}
+        "/api/v1/institutions?limit=500", headers={"Authorization": f"Bearer {county}"}
     )
-    codes = {i["county"]["code"] for i in mine.json()}
+    codes = {i["county"]["code"] for i in mine.json()["items"]}
     assert codes == {"140521"}
-    other = next(i["code"] for i in every.json() if i["county"]["code"] != "140521")
+    other = next(i["code"] for i in every.json()["items"] if i["county"]["code"] != "140521")
     hidden = client.get(
         f"/api/v1/institutions/{other}", headers={"Authorization": f"Bearer {county}"}
     )
@@ -48,3 +48,8 @@ def test_auth_and_county_scoping(session: Session, db_url: str) -> None:
         ).status_code
         == 422
     )
+    problem = client.get(
+        "/api/v1/institutions?county=12", headers={"Authorization": f"Bearer {admin}"}
+    )
+    assert problem.headers["content-type"].startswith("application/problem+json")
+    assert problem.json()["status"] == 422 and "county" in problem.json()["detail"]

@@ -1,0 +1,1 @@
+"""REST routers, one module per area, each exporting ``router`` (mounted under /api/v1)."""
