@@ -11,10 +11,11 @@ say() { printf 'setup: %s\n' "$*"; }
 # Debian packages the tests and the lab need (real peers, not mocks): PostgreSQL server,
 # NetFlow exporter and independent decoder, net-snmp agent and CLI tools, gdbm for snmpsim,
 # venv for the lab's own Python, Chromium and CJK fonts for UI/PDF tests, pdftotext,
-# ip/netns for multi-host tests, tcpdump for captures.
+# ip/netns for multi-host tests, tcpdump for captures, pango for WeasyPrint (report PDFs).
 PACKAGES=(
     postgresql softflowd nfdump snmp snmpd python3-gdbm python3-venv chromium
     fonts-noto-cjk poppler-utils iproute2 tcpdump
+    libpango-1.0-0 libpangoft2-1.0-0
 )
 
 installed() {
