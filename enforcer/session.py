@@ -10,9 +10,10 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import paramiko
-from netmiko import BaseConnection, ConnectHandler
+from netmiko import BaseConnection
 from netmiko.exceptions import (
     NetmikoAuthenticationException,
     NetmikoTimeoutException,
@@ -85,32 +86,33 @@ def open_session(
     driver: Driver, target: Target, creds: Credentials, timeout: float
 ) -> Iterator[BaseConnection]:
     """A logged-in, prepared session; always disconnected afterwards."""
+    params: dict[str, Any] = {
+        "device_type": driver.device_type,
+        "host": target.host,
+        "port": target.port,
+        "username": creds.username,
+        "password": creds.password,
+        "secret": creds.secret,
+        "conn_timeout": timeout,
+        "auth_timeout": timeout,
+        "banner_timeout": timeout,
+        "timeout": timeout,
+        "read_timeout_override": None,
+        "allow_agent": False,
+        "use_keys": False,
+        "ssh_config_file": None,
+    }
     try:
-        conn = ConnectHandler(
-            device_type=driver.device_type,
-            host=target.host,
-            port=target.port,
-            username=creds.username,
-            password=creds.password,
-            secret=creds.secret,
-            conn_timeout=timeout,
-            auth_timeout=timeout,
-            banner_timeout=timeout,
-            timeout=timeout,
-            read_timeout_override=None,
-            allow_agent=False,
-            use_keys=False,
-            ssh_config_file=None,
-            **driver.connect_options(),
-        )
+        params["sock"] = _socket(target.host, target.port, timeout)
+    except OSError as exc:
+        raise classify(exc) from None
+    try:
+        conn = driver.connect(params, timeout)
     except Exception as exc:
+        params["sock"].close()
         raise classify(exc) from None
     clean = False
     try:
-        try:
-            driver.prepare(conn)
-        except Exception as exc:
-            raise classify(exc) from None
         try:
             yield conn
         except DeviceError:
@@ -121,6 +123,18 @@ def open_session(
         clean = True
     finally:
         _close(driver, conn, graceful=clean)
+
+
+def _socket(host: str, port: int, timeout: float) -> socket.socket:
+    """The TCP connection for the session, with Nagle's algorithm off.
+
+    An SSH session to a router is interactive: small messages each waiting for an answer.
+    paramiko leaves Nagle on, so its key exchange and password authentication stall on the
+    peer's delayed ACK (~40 ms each on Linux): 95 ms to log in to the lab device instead of
+    24 ms. OpenSSH sets TCP_NODELAY on interactive sessions for the same reason."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def _close(driver: Driver, conn: BaseConnection, graceful: bool) -> None:

@@ -4,8 +4,10 @@ across devices (one SSH session per device at a time; netmiko is blocking, so th
 ``run_once`` is one pass: settle what a crashed worker left ``executing``, evaluate the circuit
 breaker, then walk the due approved actions oldest first, refusing, holding or claiming each, and
 run the claimed ones (at most one per device) to their outcomes. ``run`` repeats passes every
-``enforcement_poll_s`` until its stop event is set; an in-flight action is finished if it already
-changed the device, or handed back untouched if it had not."""
+``enforcement_poll_s`` until its stop event is set, and between passes looks every ``wake_s``
+(one indexed query) for an action approved, or come due after a backoff, since the last pass:
+one is started within ``wake_s`` instead of up to ``enforcement_poll_s`` later. An in-flight
+action is finished if it already changed the device, or handed back untouched if it had not."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -68,11 +72,13 @@ class Worker:
         backoff_max_s: float = 300.0,
         lease_s: float | None = None,
         on_step: StepHook | None = None,
+        wake_s: float = 0.05,
     ) -> None:
         self.settings = settings or get_settings()
         self.database_url = database_url or self.settings.database_url
         self.name = name or default_name()
         self.max_parallel = max_parallel
+        self.wake_s = wake_s
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         # Renewed after every batch, so it only needs to outlast one batch plus margins.
@@ -100,14 +106,24 @@ class Worker:
     def run_once(self) -> RunReport:
         report = RunReport()
         report.reconciled = self.reconcile()
-        with self._session() as s:
-            if control.is_paused(s):
-                report.paused = True
-                return report
-            report.breaker_tripped = rails.evaluate_breaker(s, self.settings)
-            s.commit()
-            claimed = self._claim(s, report)
-        report.outcomes = self._parallel(claimed, self.executor.run)
+        # Each claimed action starts on its own thread at once: a device's session does not
+        # wait for the claims of the actions behind it.
+        with ThreadPoolExecutor(
+            max_workers=self.max_parallel, thread_name_prefix="enforce"
+        ) as pool:
+            started: list[Future[list[Outcome]]] = []
+
+            def start(ids: list[int]) -> None:
+                started.append(pool.submit(self._run_group, ids, self.executor.run))
+
+            with self._session() as s:
+                if control.is_paused(s):
+                    report.paused = True
+                    return report
+                report.breaker_tripped = rails.evaluate_breaker(s, self.settings)
+                s.commit()
+                self._claim(s, report, start)
+            report.outcomes = [o for f in started for o in f.result()]
         return report
 
     def reconcile(self) -> list[Outcome]:
@@ -129,7 +145,7 @@ class Worker:
             groups.setdefault(device_id, []).append(action_id)
         return list(groups.values())
 
-    def _claim(self, s: Session, report: RunReport) -> list[list[int]]:
+    def _claim(self, s: Session, report: RunReport, start: Callable[[list[int]], None]) -> None:
         busy = set(
             s.scalars(
                 select(EnforcementAction.device_id).where(
@@ -137,7 +153,6 @@ class Worker:
                 )
             )
         )
-        claimed: list[list[int]] = []
         cuts = 0
         for action in queue.due(s, utcnow()):
             if action.device_id in busy:
@@ -156,9 +171,8 @@ class Worker:
             s.commit()
             if won:
                 busy.add(action.device_id)
-                claimed.append([action.id])
+                start([action.id])
                 cuts += action.kind == ActionKind.CUT
-        return claimed
 
     def _admit(
         self, s: Session, action: EnforcementAction, report: RunReport, cuts: int
@@ -196,24 +210,25 @@ class Worker:
         is one device: one SSH session per device at a time)."""
         if not groups:
             return []
-
-        def run_group(ids: list[int]) -> list[Outcome]:
-            done = []
-            for action_id in ids:
-                try:
-                    outcome = job(action_id)
-                except Exception:
-                    # A bug or a lost database: the lease runs out and a later pass reconciles.
-                    log.exception("enforcement action %s: unexpected error", action_id)
-                    continue
-                if outcome is not None:
-                    done.append(outcome)
-            return done
-
         workers = min(len(groups), self.max_parallel)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enforce") as pool:
-            results = list(pool.map(run_group, groups))
+            results = list(pool.map(lambda ids: self._run_group(ids, job), groups))
         return [o for group in results for o in group]
+
+    @staticmethod
+    def _run_group(ids: list[int], job: Callable[[int], Outcome | None]) -> list[Outcome]:
+        """One device's actions one after another (one SSH session per device at a time)."""
+        done = []
+        for action_id in ids:
+            try:
+                outcome = job(action_id)
+            except Exception:
+                # A bug or a lost database: the lease runs out and a later pass reconciles.
+                log.exception("enforcement action %s: unexpected error", action_id)
+                continue
+            if outcome is not None:
+                done.append(outcome)
+        return done
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -229,6 +244,8 @@ class Worker:
             threading.Thread(target=relay, daemon=True).start()
         log.info("enforcement worker %s started", self.name)
         while not self.stop_event.is_set():
+            # A margin, so that an approval committed while the pass was reading is not missed.
+            since = utcnow() - timedelta(seconds=self.settings.enforcement_poll_s)
             try:
                 report = self.run_once()
             except Exception:
@@ -242,8 +259,43 @@ class Worker:
                     outcome.detail,
                     outcome.seconds,
                 )
-            self.stop_event.wait(self.settings.enforcement_poll_s)
+            self._wait(since)
         log.info("enforcement worker %s stopped", self.name)
+
+    def _wait(self, since: datetime) -> None:
+        """Until the next full pass is due (``enforcement_poll_s``, which keeps reconciliation
+        and the kill switch on time), or sooner if :meth:`new_work` finds something."""
+        deadline = time.monotonic() + self.settings.enforcement_poll_s
+        while not self.stop_event.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.stop_event.wait(min(self.wake_s, remaining)):
+                return
+            try:
+                if self.new_work(since):
+                    return
+            except Exception:
+                log.exception("enforcement wake-up query failed; waiting for the next pass")
+                self.stop_event.wait(max(0.0, deadline - time.monotonic()))
+                return
+
+    def new_work(self, since: datetime) -> bool:
+        """Whether an action was approved, or came due after a backoff, after ``since``
+        (held actions, approved earlier, do not wake the loop again and again)."""
+        now = utcnow()
+        with self._session() as s:
+            found = s.scalar(
+                select(EnforcementAction.id)
+                .where(
+                    EnforcementAction.state == ActionState.APPROVED,
+                    (EnforcementAction.approved_at > since)
+                    | (
+                        (EnforcementAction.next_attempt_at > since)
+                        & (EnforcementAction.next_attempt_at <= now)
+                    ),
+                )
+                .limit(1)
+            )
+        return found is not None
 
     def stop(self) -> None:
         self.stop_event.set()

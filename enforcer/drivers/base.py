@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import jinja2
-from netmiko import BaseConnection
+from netmiko import BaseConnection, ConnectHandler
 from netmiko.exceptions import ConfigInvalidException
 
 from core.models import ActionKind
+from enforcer.channel import exchange, prompt_patterns, read_until
 from enforcer.errors import CommandRejected
 from enforcer.targets import BLOCK_PREFIXES, SHUTDOWN_INTERFACE, Target, interface_aliases
 
@@ -202,14 +203,20 @@ class Driver:
 
     # --- talking to the device ------------------------------------------------------------
 
+    def connect(self, params: dict[str, Any], timeout: float) -> BaseConnection:
+        """Open a logged-in, prepared netmiko session (``params`` are ConnectHandler's)."""
+        conn = ConnectHandler(**params, **self.connect_options())
+        if self.needs_enable:
+            try:
+                conn.enable()
+            except Exception:
+                conn.paramiko_cleanup()
+                raise
+        return conn
+
     def connect_options(self) -> dict[str, Any]:
         """Extra netmiko ConnectHandler arguments for this vendor."""
         return {}
-
-    def prepare(self, conn: BaseConnection) -> None:
-        """Called once after login (Cisco enters enable mode here)."""
-        if self.needs_enable:
-            conn.enable()
 
     def close(self, conn: BaseConnection) -> None:
         """Log out after a successful session."""
@@ -265,50 +272,106 @@ class Driver:
         return self.check(kind, target, output)
 
 
+# The first prompt after login, in user view (``<R1>``) or, on some devices, system view.
+_LOGIN_PROMPT = re.compile(r"(?:^|\n)[ \t]*(?:<([^<>\s]+)>|\[[~*]?([^\[\]\s-]+)[^\[\]\n]*\])\s*$")
+_CONTINUE = re.compile(r"to continue", re.I)
+
+
 class SystemViewDriver(Driver):
-    """VRP and Comware: enter ``system-view`` and ``return`` with explicit prompt patterns.
+    """VRP and Comware: every exchange waits for the device's own prompt, never for silence.
 
-    netmiko's generic ``config_mode``/``exit_config_mode`` for these vendors confirm the mode
-    by waiting for two seconds of silence, several times per batch (about 9 s per cut on the
-    lab devices); the prompts are unambiguous (``<R1>`` user view, ``[R1...]`` system view),
-    so waiting for them is exact and takes milliseconds."""
+    Each line goes through :func:`enforcer.channel.exchange`: sent, its echo awaited (netmiko's
+    ``cmd_verify``), then the prompt of the view it leads to (``<R1>`` user view, ``[R1...]``
+    system and interface views; both unambiguous). netmiko's generic ``config_mode`` /
+    ``exit_config_mode`` confirm the mode by waiting for two seconds of silence, several times
+    per batch (about 9 s per cut), and its ``send_command`` polls with fixed sleeps (25–35 ms
+    per command where the device answers in 1 ms); so after netmiko's SSH login this driver
+    does the vendor's session preparation itself (find the prompt, turn paging off) and reads
+    with ``select`` on the channel. Errors are still found with the vendor's error pattern
+    after every line; a rejected line stops the batch, as netmiko's ``send_config_set`` does."""
 
-    user_prompt = r">\s*$"
-    system_prompt = r"\]\s*$"
+    paging_command: ClassVar[str]
+    save_command: ClassVar[str] = "save"
+    # The save's confirmation question, answered with ``save_answer``; None: no question.
+    save_question: ClassVar[str | None] = None
+    save_answer: ClassVar[str] = "y"
+    ansi_escape_codes: ClassVar[bool] = False
+
+    def connect(self, params: dict[str, Any], timeout: float) -> BaseConnection:
+        conn = ConnectHandler(**params, **self.connect_options(), auto_connect=False)
+        conn.ansi_escape_codes = self.ansi_escape_codes
+        try:
+            conn.establish_connection()
+            self._prepare(conn, timeout)
+        except Exception:
+            conn.paramiko_cleanup()
+            raise
+        return conn
+
+    def _prepare(self, conn: BaseConnection, timeout: float) -> None:
+        """Find the prompt, learn the device name from it and turn paging off.
+
+        A RETURN first, as netmiko does (part of the greeting may already have been read by
+        netmiko's login handler); an answer that arrives after the prompt was matched is
+        harmless, because every exchange waits for its own command's echo first."""
+
+        def seen(out: str) -> bool:
+            return bool(_LOGIN_PROMPT.search(out) or _CONTINUE.search(out))
+
+        conn.write_channel(conn.RETURN)
+        output = read_until(conn, seen, timeout)
+        if not _LOGIN_PROMPT.search(output):  # "Press Y or ENTER to continue"
+            conn.write_channel(conn.RETURN)
+            output = read_until(conn, lambda out: bool(_LOGIN_PROMPT.search(out)), timeout)
+        match = _LOGIN_PROMPT.search(output)
+        assert match is not None
+        conn.base_prompt = match.group(1) or match.group(2)
+        exchange(conn, self.paging_command, self._patterns(conn)[2], timeout)
+
+    @staticmethod
+    def _patterns(
+        conn: BaseConnection,
+    ) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+        return prompt_patterns(conn.base_prompt)
+
+    def _send(
+        self, conn: BaseConnection, command: str, until: re.Pattern[str], timeout: float
+    ) -> str:
+        return exchange(conn, command, until, timeout)
+
+    def show(self, conn: BaseConnection, commands: list[str], timeout: float) -> str:
+        _, _, either = self._patterns(conn)
+        return "\n".join(self._send(conn, c, either, timeout) for c in commands)
 
     def apply(self, conn: BaseConnection, commands: list[str], timeout: float) -> Batch:
-        out = [
-            str(
-                conn.send_command(
-                    "system-view",
-                    expect_string=self.system_prompt,
-                    read_timeout=timeout,
-                    strip_prompt=False,
-                    strip_command=False,
-                )
-            )
-        ]
-        error = self.has_error(out[0])
+        _, system, either = self._patterns(conn)
+        out = ["system-view", self._send(conn, "system-view", system, timeout)]
+        error = self.has_error(out[-1])
         if error:
             raise CommandRejected(f"system-view refused: {error}")
-        try:
-            out.append(
-                str(
-                    conn.send_config_set(
-                        commands,
-                        enter_config_mode=False,
-                        exit_config_mode=False,
-                        cmd_verify=True,
-                        error_pattern=self.error_pattern,
-                        read_timeout=timeout,
-                    )
-                )
-            )
-        except ConfigInvalidException as exc:
-            self._return(conn, timeout)
-            raise CommandRejected(str(exc)) from None
-        out.append(self._return(conn, timeout))
+        for command in commands:
+            answer = self._send(conn, command, either, timeout)
+            out += [command, answer]
+            error = self.has_error(answer)
+            if error:
+                self._return(conn, timeout)
+                raise CommandRejected(f"command {command!r} rejected: {error}")
+        out += ["return", self._return(conn, timeout)]
         return Batch("apply", commands, "\n".join(out))
+
+    def save(self, conn: BaseConnection, timeout: float) -> Batch:
+        user, _, _ = self._patterns(conn)
+        if self.save_question is None:
+            output = self._send(conn, self.save_command, user, timeout)
+        else:
+            question = re.compile(rf"{self.save_question}|{user.pattern}")
+            output = self._send(conn, self.save_command, question, timeout)
+            if not user.search(output):
+                output += "\n" + self._send(conn, self.save_answer, user, timeout)
+        error = self.has_error(output)
+        if error:
+            raise CommandRejected(f"save failed: {error}")
+        return Batch("save", [self.save_command], output)
 
     def close(self, conn: BaseConnection) -> None:
         """``quit`` from user view ends the session; netmiko's generic disconnect would first
@@ -320,12 +383,5 @@ class SystemViewDriver(Driver):
 
     def _return(self, conn: BaseConnection, timeout: float) -> str:
         """Back to user view from any view (``return`` works in all of them)."""
-        return str(
-            conn.send_command(
-                "return",
-                expect_string=self.user_prompt,
-                read_timeout=timeout,
-                strip_prompt=False,
-                strip_command=False,
-            )
-        )
+        user, _, _ = self._patterns(conn)
+        return self._send(conn, "return", user, timeout)

@@ -20,6 +20,9 @@ class ComwareDriver(SystemViewDriver):
         r"Wrong parameter|Ambiguous command).*$|^\s*Error:.*$"
     )
 
+    paging_command = "screen-length disable"
+    save_command = "save force"
+
     def connect_options(self) -> dict[str, Any]:
         # netmiko turns command-echo verification off for Comware because long lines wrap at
         # the terminal width; every line our templates render is short (checked at render
