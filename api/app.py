@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 
 from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 import api.routers
@@ -47,8 +47,10 @@ def create_app(database_url: str | None = None) -> FastAPI:
         return {"status": "ready"}
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics(_actor: ActorDep) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    def metrics(session: SessionDep, _actor: ActorDep) -> Response:
+        from api import metrics as service_metrics
+
+        return Response(service_metrics.render(session), media_type=CONTENT_TYPE_LATEST)
 
     for name in router_modules():
         module = importlib.import_module(name)

@@ -1,44 +1,12 @@
-"""`edgewarden serve`: the API and the NetFlow listeners in one process (the embedded default)."""
+"""`edgewarden serve`: the API, the NetFlow listeners, the enforcement worker and the scheduler
+in one process (the embedded default), or the roles named by ``--only``."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
-from collections.abc import Iterator
 from typing import Annotated
 
 import typer
-import uvicorn
-
-
-class _Server(uvicorn.Server):
-    """uvicorn re-raises SIGTERM after its own shutdown, which would kill the process before
-    the collector flushes; the signals are handled in :func:`_run` instead."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def _run(host: str, port: int, log_level: str, with_collector: bool) -> None:
-    from api.app import create_app
-    from collector.netflow.listener import serve as serve_netflow
-
-    server = _Server(uvicorn.Config(create_app(), host=host, port=port, log_level=log_level))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    stop = asyncio.Event()
-    collector = asyncio.create_task(serve_netflow(stop)) if with_collector else None
-    try:
-        await server.serve()  # returns on SIGINT/SIGTERM after draining requests
-        if server.started is False:
-            raise SystemExit(1)
-    finally:
-        stop.set()
-        if collector is not None:
-            await collector
 
 
 def register(app: typer.Typer) -> None:
@@ -46,23 +14,42 @@ def register(app: typer.Typer) -> None:
     def serve(
         host: Annotated[str | None, typer.Option(help="API listen address")] = None,
         port: Annotated[int | None, typer.Option(help="API listen port")] = None,
+        only: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="run only these roles: api, collector, worker, scheduler "
+                "(repeat, or a comma list); default: all",
+                show_default=False,
+            ),
+        ] = None,
         collector: Annotated[
-            bool, typer.Option(help="also run the NetFlow/IPFIX listeners")
+            bool, typer.Option(help="also run the NetFlow/IPFIX listeners (without --only)")
         ] = True,
     ) -> None:
-        """Run the REST API and the NetFlow listeners; migrations run at start."""
+        """Run the service; migrations run at start. SIGTERM/SIGINT stop it gracefully."""
+        from api import logs
+        from api.service import parse_roles, run_service
         from core import migrate
         from core.crypto import secret_box
         from core.settings import get_settings
 
         settings = get_settings()
+        try:
+            roles = parse_roles(only, settings)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--only") from None
+        if not only and not collector:
+            roles.remove("collector")
         secret_box(settings)  # refuse to start without a key: device secrets need it
+        logs.configure(settings)
         migrate.upgrade()
-        asyncio.run(
-            _run(
+        code = asyncio.run(
+            run_service(
+                roles,
+                settings,
+                settings.database_url,
                 host or settings.api_host,
                 port or settings.api_port,
-                settings.log_level.lower(),
-                collector,
             )
         )
+        raise typer.Exit(code)

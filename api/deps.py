@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -29,6 +29,27 @@ from core.settings import get_settings
 from core.timeutil import utcnow
 
 T = TypeVar("T")
+
+# ---------------------------------------------------------------- inputs
+
+# Shared by every router: inputs that PostgreSQL would
+# refuse (NUL bytes, ids beyond INTEGER) are refused here with a 422 instead of a 500.
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+NO_NUL = r"^[^\x00]*$"
+INSTITUTION_CODE = r"^[A-Z]\d{11}$"
+MAX_ID = 2**31 - 1  # INTEGER columns on PostgreSQL
+
+CountyCode = Annotated[str | None, Query(pattern=r"^\d{6}$", description="county code")]
+InstCode = Annotated[
+    str | None,
+    Query(pattern=INSTITUTION_CODE, description="institution code (a letter and 11 digits)"),
+]
+InstPath = Annotated[
+    str, Path(pattern=INSTITUTION_CODE, description="institution code (a letter and 11 digits)")
+]
+Name = Annotated[str | None, Query(min_length=1, max_length=100, pattern=NO_CONTROL)]
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+
 
 # ---------------------------------------------------------------- roles
 

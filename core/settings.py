@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     netflow_host: str = "127.0.0.1"
     netflow_port: int = Field(default=2055, ge=1, le=65535)
     ipfix_port: int = Field(default=4739, ge=1, le=65535)
+    netflow_reload_s: float = Field(default=60.0, ge=0.5, le=3600)
     default_policy: str = "jincheng"
     documents_dir: Path = Path("./var/documents")
     retention_days: int = Field(default=183, ge=183, description="at least 6 months")

@@ -57,7 +57,7 @@ def create_token(
         object_type="user",
         object_id=user.id,
         reason=f"token {row.prefix}… for role {role.value}",
-        data={"role": role.value, "counties": list(counties), "token_prefix": row.prefix},
+        data={"role": role.value, "counties": list(counties), "key_prefix": row.prefix},
     )
     return user, token
 

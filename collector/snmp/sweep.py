@@ -114,18 +114,26 @@ async def run_sweep(
     progress: Progress | None = None,
     settings: Settings | None = None,
     requested_by: str = "system",
+    sweep_id: int | None = None,
 ) -> SweepResult:
     """Sweep the named devices (default: every enabled device with SNMP settings) now.
 
     Raises EdgeWardenError before anything is written for unknown device names or a missing
-    secret key; device trouble never raises, it is each device's status."""
+    secret key; device trouble never raises, it is each device's status. ``sweep_id`` names a
+    ``running`` Sweep row the caller created already (the API answers with its id before the
+    sweep starts); if the sweep cannot start, that row is marked failed with the reason."""
     settings = settings or get_settings()
     factory = session_factory(database) if isinstance(database, str) else database
     opts = PollOptions.from_settings(settings)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    sweep_id, started, jobs, inv = await asyncio.to_thread(
-        _prepare, factory, device_names, trigger, requested_by, settings
-    )
+    try:
+        sid, started, jobs, inv = await asyncio.to_thread(
+            _prepare, factory, device_names, trigger, requested_by, settings, sweep_id
+        )
+    except BaseException as exc:
+        if sweep_id is not None:  # the caller's row must not stay "running" forever
+            await asyncio.to_thread(_abandon, factory, sweep_id, f"sweep not started: {exc}")
+        raise
     results: list[DeviceResult] = []
     queue: asyncio.Queue[tuple[_Job, DevicePoll] | None] = asyncio.Queue()
     sem = asyncio.Semaphore(settings.snmp_concurrency)
@@ -142,7 +150,7 @@ async def run_sweep(
     async def writer() -> None:
         while (item := await queue.get()) is not None:
             job, poll = item
-            res = await asyncio.to_thread(_write_device, factory, sweep_id, job, poll, inv)
+            res = await asyncio.to_thread(_write_device, factory, sid, job, poll, inv)
             results.append(res)
             if progress is not None:
                 progress(res, len(results), len(jobs))
@@ -161,11 +169,11 @@ async def run_sweep(
         else:
             writer_task.cancel()
         finished = utcnow()
-        status = await asyncio.to_thread(_finish, factory, sweep_id, results, len(jobs), error)
+        status = await asyncio.to_thread(_finish, factory, sid, results, len(jobs), error)
     order = {j.name: i for i, j in enumerate(jobs)}
     results.sort(key=lambda r: order.get(r.name, 0))
     return SweepResult(
-        sweep_id,
+        sid,
         status,
         started,
         finished,
@@ -185,6 +193,7 @@ def _prepare(
     trigger: str,
     requested_by: str,
     settings: Settings,
+    sweep_id: int | None = None,
 ) -> tuple[int, datetime, list[_Job], Inventory]:
     with factory() as session, session.begin():
         if device_names:
@@ -207,14 +216,20 @@ def _prepare(
         box: SecretBox | None = secret_box(settings) if devices else None
         jobs = [_job(d, box) for d in devices]
         inv = Inventory.load(session)
-        sweep = Sweep(
-            trigger=trigger[:32],
-            requested_by=requested_by[:100],
-            status=SweepStatus.RUNNING,
-            started_at=utcnow(),
-            devices_total=len(jobs),
-        )
-        session.add(sweep)
+        if sweep_id is not None:
+            sweep = session.get(Sweep, sweep_id)
+            if sweep is None or sweep.status != SweepStatus.RUNNING or sweep.finished_at:
+                raise EdgeWardenError(f"sweep {sweep_id} is not a running sweep waiting to start")
+            sweep.devices_total = len(jobs)
+        else:
+            sweep = Sweep(
+                trigger=trigger[:32],
+                requested_by=requested_by[:100],
+                status=SweepStatus.RUNNING,
+                started_at=utcnow(),
+                devices_total=len(jobs),
+            )
+            session.add(sweep)
         session.flush()
         return sweep.id, sweep.started_at, jobs, inv
 
@@ -338,6 +353,14 @@ def _add_row(
             error=res.error,
         )
     )
+
+
+def _abandon(factory: sessionmaker[Session], sweep_id: int, error: str) -> None:
+    """Mark a caller-created sweep that never started as failed (only if still running)."""
+    with factory() as session, session.begin():
+        sweep = session.get(Sweep, sweep_id)
+        if sweep is not None and sweep.status == SweepStatus.RUNNING:
+            sweep.status, sweep.finished_at, sweep.error = SweepStatus.FAILED, utcnow(), error
 
 
 def _finish(
