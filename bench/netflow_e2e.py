@@ -66,6 +66,11 @@ def serve(db_url: str, rcvbuf: int, flush_interval: float) -> None:
             "queue_dropped": pipeline.stats.queue_dropped,
             "observations": pipeline.stats.observations_written,
             "queued": listener.queued,
+            # the receiver processes' counters (last stats frame, <= 1 s old)
+            **{
+                f"rx_{k}": sum(c.get(k, 0) for c in pipeline.stats.receivers.values())
+                for k in ("datagrams", "dropped", "kernel")
+            },
         }
 
     async def main() -> None:
@@ -231,12 +236,14 @@ class Ours:
         achieved = replay(self.port, datagrams, rate, total)
         wait_drained(self.port)
         after = self.ask()
-        for _ in range(600):  # until the queue is empty and the count stopped moving
-            time.sleep(0.05)
+        still = 0
+        for _ in range(600):  # until the queue is empty and the count stopped moving for
+            time.sleep(0.05)  # 0.5 s (the receiver process may still hold a backlog)
             now = self.ask()
-            if now["queued"] == 0 and now["records"] == after["records"]:
-                break
+            still = still + 1 if now["queued"] == 0 and now["records"] == after["records"] else 0
             after = now
+            if still >= 10:
+                break
         drops = (socket_counters(self.port) or (0, 0))[1] - drops0
         if os.environ.get("E2E_DEBUG"):
             print("   ours before", before, "after", after, file=sys.stderr)

@@ -9,9 +9,10 @@ of the bench corpus at ``--rate`` M records/s. ``--churn N`` cycles through N va
 corpus (each pass XORs the low 16 bits of every destination address with the pass number
 mod N), so N passes' worth of distinct aggregation keys and observations: the default 0
 replays the corpus unchanged. Large N is bounded by the database writer (store + rules
-engine, ~1-2k observations/s here), not by the listener. Peak = the server's VmHWM
-(/proc/PID/status) after the flood, the drain and a final database flush; VmRSS is sampled
-once a second.
+engine, ~1-2k observations/s here), not by the listener. Peak = the sum of the VmHWM
+(/proc/PID/status) of the server and of its receiver process (the listener reads the socket
+in a child process) after the flood, the drain and a final database flush; the sum of their
+VmRSS is sampled once a second.
 Baseline: the short flood, same run. Target: long / short peak within 10 %.
 Everything is on 127.0.0.1; each server is ended by its PID (its Popen handle).
 """
@@ -45,6 +46,21 @@ def proc_kib(pid: int, field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise KeyError(field)
+
+
+def family(pid: int) -> list[int]:
+    """The server and its child processes (the listener's receiver processes)."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def family_kib(pid: int, field: str) -> tuple[int, int]:
+    """(sum of ``field`` over the server and its children, the children's part)."""
+    values = {p: proc_kib(p, field) for p in family(pid)}
+    return sum(values.values()), sum(v for p, v in values.items() if p != pid)
 
 
 class Churn:
@@ -126,11 +142,11 @@ def run(
         def sample() -> None:
             while not done.wait(1.0):
                 with contextlib.suppress(OSError, KeyError):
-                    samples.append(proc_kib(pid, "VmRSS"))
+                    samples.append(family_kib(pid, "VmRSS")[0])
 
         sampler = threading.Thread(target=sample, daemon=True)
         try:
-            start_rss = proc_kib(pid, "VmRSS")
+            start_rss = family_kib(pid, "VmRSS")[0]
             before = ours.ask()
             sampler.start()
             sent, achieved = flood(ours.port, corpus, churn, rate_rec / per_dgram, seconds)
@@ -138,7 +154,9 @@ def run(
             after = ours.ask("flush")
             done.set()
             sampler.join()
-            peak = proc_kib(pid, "VmHWM")
+            # both processes' peaks summed (an upper bound of the peak of the sum)
+            peak, child_peak = family_kib(pid, "VmHWM")
+            assert child_peak, "no receiver process found under the server"
             drops = (socket_counters(ours.port) or (0, 0))[1]
         finally:
             done.set()
@@ -148,6 +166,7 @@ def run(
         "seconds": seconds,
         "start_mib": start_rss / 1024,
         "peak_mib": peak / 1024,
+        "child_peak_mib": child_peak / 1024,
         "last_mib": (samples[-1] if samples else 0) / 1024,
         "sent_rec": sent_rec,
         "got_rec": after["records"] - before["records"],
@@ -185,13 +204,15 @@ def main() -> None:
         for s in (args.short, args.long)
     ]
     print(
-        f"{'flood':>6} {'start MiB':>9} {'peak MiB':>9} {'end MiB':>8} {'sent rec':>10} "
+        f"{'flood':>6} {'start MiB':>9} {'peak MiB':>9} {'rx proc':>8} {'end MiB':>8} "
+        f"{'sent rec':>10} "
         f"{'got rec':>10} {'kernel drops':>12} {'queue drops':>11} {'observations':>12} "
         f"{'sent rec/s':>11}"
     )
     for r in results:
         print(
-            f"{r['seconds']:5g}s {r['start_mib']:9.1f} {r['peak_mib']:9.1f} {r['last_mib']:8.1f} "
+            f"{r['seconds']:5g}s {r['start_mib']:9.1f} {r['peak_mib']:9.1f} "
+            f"{r['child_peak_mib']:8.1f} {r['last_mib']:8.1f} "
             f"{r['sent_rec']:10,.0f} {r['got_rec']:10,.0f} {r['kernel_drops']:12,.0f} "
             f"{r['queue_dropped']:11,.0f} {r['observations']:12,.0f} {r['rate']:11,.0f}"
         )

@@ -1,15 +1,19 @@
 """UDP listeners feeding the pipeline in batches.
 
-One receiver thread per socket reads datagrams in a tight loop (``recvmmsg``, up to 64
-datagrams per system call, where libc has it; else ``recvfrom``) and hands whole batches (up
-to ``batch_size``, or whatever was there when the socket ran dry) to the event loop, which
-decodes them with :meth:`Pipeline.process`. The queue between them is bounded
-(``max_queue`` datagrams; whole batches beyond it are dropped and counted). asyncio's
-per-datagram callbacks ran on the thread that decodes and lost datagrams at ~1M records/s,
-so receiving is kept off the loop. Aggregates are written to the database in a worker
-thread every ``flush_interval`` seconds so decoding never waits for SQL. The socket
-gets a large receive buffer (SO_RCVBUFFORCE as root) to ride out bursts such as softflowd's
-end-of-capture flush.
+By default each socket is read by its own receiver process (``rxproc.py``: ``recvmmsg``
+into preallocated buffers, whole batches over a pipe), so the GIL of this process — held
+for long stretches by the database writer and the decoder — never keeps the socket from
+being read; the child holds what this process cannot take yet (bounded, drops counted) and
+its counters arrive with the batches. With ``processes=False`` (or where a child cannot be
+started) a receiver thread per socket does the same in this process. A pipe reader thread
+(or the receiver thread) hands whole batches to the event loop, which decodes them with
+:meth:`Pipeline.process`; the queue between them is bounded (``max_queue`` datagrams): the
+pipe reader waits for room (back-pressure into the child's backlog), a receiver thread drops
+whole batches and counts them. Aggregates are written to the database in a worker thread
+every ``flush_interval`` seconds so decoding never waits for SQL. The socket gets a large
+receive buffer (SO_RCVBUFFORCE as root) to ride out bursts such as softflowd's end-of-capture
+flush. Stopping drains: the receivers read their sockets empty, everything queued is decoded
+and written.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import select
 import socket
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +33,7 @@ from pathlib import Path
 from collector.netflow.aggregate import Drained
 from collector.netflow.pipeline import Pipeline
 from collector.netflow.recv import batch_receiver
+from collector.netflow.rxproc import ReceiverProcess
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +71,14 @@ class NetflowListener:
         force_rcvbuf: bool = True,
         switch_interval: float | None = 0.0005,
         recvmmsg: bool = True,
+        processes: bool = True,
+        backlog: int = 64 << 20,
     ) -> None:
+        self.processes = processes  # a receiver process per socket (else a thread)
+        self.backlog = backlog  # bytes a receiver process holds while we are busy
+        self.start_timeout = 30.0  # seconds start() waits for the receiver processes
+        self.yield_above = 4 * batch_size  # queued datagrams that hold the writer back
+        self.yield_max = 0.5  # seconds the writer waits before each chunk, at most
         self.switch_interval = switch_interval
         self.recvmmsg = recvmmsg  # False: one recvfrom per datagram (also where no recvmmsg)
         self.rcvbuf = rcvbuf
@@ -80,6 +93,9 @@ class NetflowListener:
         self._batches: deque[list[tuple[bytes, str]]] = deque()
         self._queued = 0  # datagrams in _batches; changed under _lock
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # signalled when drain() made room
+        self._abort = False  # stop waiting for room (shutdown overran its deadline)
+        self._children: dict[int, ReceiverProcess] = {}  # socket index -> its process
         self._write_lock = threading.Lock()
         self.bound: list[int] = []
         self._sockets: list[socket.socket] = []
@@ -87,6 +103,11 @@ class NetflowListener:
         self._stopping = threading.Event()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def receivers(self) -> list[ReceiverProcess]:
+        """The receiver processes now running (none with ``processes=False``)."""
+        return list(self._children.values())
 
     @property
     def queued(self) -> int:
@@ -108,6 +129,47 @@ class NetflowListener:
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # loop closing
                 loop.call_soon_threadsafe(self._wake.set)
+
+    def _hand_over_wait(self, batch: list[tuple[bytes, str]]) -> None:
+        """Queue a batch from a receiver process, waiting for room (the pipe and then the
+        child's bounded backlog hold the rest meanwhile)."""
+        with self._room:
+            while self._queued and self._queued + len(batch) > self.max_queue:
+                if self._abort:
+                    self.pipeline.stats.queue_dropped += len(batch)
+                    return
+                self._room.wait(0.1)
+            self._queued += len(batch)
+        self._batches.append(batch)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # loop closing
+                loop.call_soon_threadsafe(self._wake.set)
+
+    def _child_stats(self, index: int, counters: dict[str, int]) -> None:
+        self.pipeline.stats.receivers[f"{self.host}:{self.bound[index]}"] = counters
+
+    def _spawn(self, index: int) -> None:
+        sock = self._sockets[index]
+        self._children[index] = ReceiverProcess(
+            sock,
+            self._hand_over_wait,
+            lambda counters: self._child_stats(index, counters),
+            batch=self.batch_size,
+            backlog=self.backlog,
+        )
+
+    def _supervise(self) -> None:
+        """Restart a receiver process that died (the socket stays bound in this process)."""
+        for index, child in list(self._children.items()):
+            if child.proc.poll() is not None and not self._stopping.is_set():
+                log.error(
+                    "NetFlow receiver process %d exited with %s; restarting it",
+                    child.pid,
+                    child.proc.returncode,
+                )
+                child.join(timeout=1)
+                self._spawn(index)
 
     def _receive(self, sock: socket.socket) -> None:
         rx = batch_receiver(sock) if self.recvmmsg else None
@@ -185,23 +247,64 @@ class NetflowListener:
             # writer, the decoder); at the default 5 ms the receiver starved and the
             # socket overflowed during database writes
             sys.setswitchinterval(min(sys.getswitchinterval(), self.switch_interval))
+        self._abort = False
         for port in self.ports:
             sock = open_socket(self.host, port, self.rcvbuf, self.force_rcvbuf)
             self._sockets.append(sock)
             self.bound.append(sock.getsockname()[1])
+        for index, sock in enumerate(self._sockets):
+            if self.processes:
+                try:
+                    self._spawn(index)
+                    continue
+                except OSError as exc:
+                    log.warning("NetFlow receiver process failed (%s); using a thread", exc)
             t = threading.Thread(
-                target=self._receive, args=(sock,), name=f"netflow-rx-{port}", daemon=True
+                target=self._receive,
+                args=(sock,),
+                name=f"netflow-rx-{sock.getsockname()[1]}",
+                daemon=True,
             )
             self._threads.append(t)
             t.start()
-        log.info("NetFlow/IPFIX listening on %s ports %s", self.host, self.bound)
+        # the sockets are bound already (the kernel queues meanwhile), but a flood could
+        # overflow their buffers while a child is still importing: wait until each is reading
+        children = list(self._children.values())
+        await asyncio.to_thread(lambda: [c.ready.wait(self.start_timeout) for c in children])
+        log.info(
+            "NetFlow/IPFIX listening on %s ports %s (receiver processes: %s)",
+            self.host,
+            self.bound,
+            [c.pid for c in self._children.values()] or "none",
+        )
+
+    async def _stop_children(self, timeout: float = 30.0) -> None:
+        """Ask every receiver process to drain and exit, decoding what they hand over
+        meanwhile (their reader threads wait for room in the queue)."""
+        self._stopping.set()
+        for child in self._children.values():
+            child.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(c.reading for c in self._children.values()):
+            if loop.time() > deadline:
+                log.error("NetFlow receiver processes did not finish within %.0f s", timeout)
+                self._abort = True
+                break
+            self.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=0.02)
+            self._wake.clear()
 
     def _stop_receivers(self) -> None:
         self._stopping.set()
+        for child in self._children.values():
+            child.join(timeout=5)
         for t in self._threads:
             t.join(timeout=5)
         for sock in self._sockets:
             sock.close()
+        self._children.clear()
         self._threads.clear()
         self._sockets.clear()
 
@@ -215,8 +318,9 @@ class NetflowListener:
             batch = batches.popleft()
             while batches and len(batch) < self.batch_size:
                 batch = batch + batches.popleft()
-            with self._lock:
+            with self._room:
                 self._queued -= len(batch)
+                self._room.notify_all()
             self.pipeline.process(batch)
             done += len(batch)
         return done
@@ -227,23 +331,38 @@ class NetflowListener:
         self.pipeline.save_templates()
         return await asyncio.to_thread(self._write, aggregates, alerts)
 
-    def _write(self, aggregates: Drained, alerts: list[str]) -> int:
-        """Store (in the writer thread), then refresh the classification tables when due."""
+    def _write(self, aggregates: Drained, alerts: list[str], wait: bool = True) -> int:
+        """Store (in the writer thread), then refresh the classification tables when due;
+        ``wait``: let decoding catch up between chunks (not from the loop thread itself)."""
         with self._write_lock:  # one writer at a time (SQLite would report "locked")
-            written = self.pipeline.write(aggregates, alerts)
+            pause = self._yield_to_decoder if wait else None
+            written = self.pipeline.write(aggregates, alerts, pause)
             self.pipeline.reload_if_due()
             return written
+
+    def _yield_to_decoder(self) -> None:
+        """Before each chunk of a database write: while decoding is behind (more than
+        ``yield_above`` datagrams queued), wait up to ``yield_max`` seconds. The writer and
+        the decoder share this process's GIL; aggregates only wait in memory (bounded keys),
+        but datagrams that wait too long are dropped, so decoding goes first during a flood."""
+        deadline = time.monotonic() + self.yield_max
+        while (
+            self._queued > self.yield_above
+            and not self._stopping.is_set()
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.002)
 
     def flush_now(self) -> int:
         """Synchronous flush from the loop thread; waits for a write already running."""
         self.drain()
         aggregates, alerts = self.pipeline.take()
         self.pipeline.save_templates()
-        return self._write(aggregates, alerts)
+        return self._write(aggregates, alerts, wait=False)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; flushes once more on the way out."""
-        if not self._threads:
+        if not self._sockets:
             await self.start()
         loop = asyncio.get_running_loop()
         next_flush = loop.time() + self.flush_interval
@@ -254,12 +373,14 @@ class NetflowListener:
                     await asyncio.wait_for(self._wake.wait(), timeout=0.05)
                 self._wake.clear()
                 self.drain()
+                self._supervise()
                 # the write runs beside receiving (never awaited here): a slow database
                 # must not stop the socket from being drained; one write at a time
                 if loop.time() >= next_flush and (writer is None or writer.done()):
                     next_flush = loop.time() + self.flush_interval
                     writer = asyncio.create_task(self._flush_logged())
         finally:
+            await self._stop_children()
             await asyncio.to_thread(self._stop_receivers)
             if writer is not None:
                 with contextlib.suppress(Exception):
@@ -284,6 +405,7 @@ async def serve(stop: asyncio.Event, *, database_url: str | None = None) -> None
         session_factory(database_url),
         settings.default_policy,
         template_path=Path(settings.documents_dir).parent / "netflow-templates.json",
+        reload_interval=settings.netflow_reload_s,
     )
     ports = [settings.netflow_port, settings.ipfix_port]
     listener = NetflowListener(pipeline, settings.netflow_host, ports)

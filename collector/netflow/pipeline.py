@@ -55,6 +55,9 @@ class PipelineStats:
     observations_written: int = 0
     detections: int = 0
     store_errors: int = 0
+    # the receiver processes' own counters ("host:port" -> datagrams, bytes, dropped,
+    # truncated, kernel), as their last stats frame reported them
+    receivers: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -160,10 +163,16 @@ class Pipeline:
         alerts, self._alerts = self._alerts, []
         return self.aggregator.detach(), alerts
 
-    def write(self, aggregates: Drained | Sequence[Aggregate], alerts: Sequence[str]) -> int:
+    def write(
+        self,
+        aggregates: Drained | Sequence[Aggregate],
+        alerts: Sequence[str],
+        between_chunks: Callable[[], None] | None = None,
+    ) -> int:
         """Store observations (committed first), then let the rules engine judge them; in
         chunks of ``write_chunk`` keys, each its own transaction, so the ORM objects of one
-        chunk are all that a large flush holds in memory."""
+        chunk are all that a large flush holds in memory. ``between_chunks`` runs before
+        each chunk (the listener uses it to let decoding catch up first)."""
         from rules.engine import observe
 
         if not len(aggregates) and not alerts:
@@ -182,6 +191,8 @@ class Pipeline:
                     alert_unknown_exporter(session, addr, self.stats.unknown_sources[addr])
                 session.commit()
             for chunk in chunks:
+                if between_chunks is not None:
+                    between_chunks()
                 with self.session_factory() as session:
                     observations = store_observations(
                         session, chunk, self.registry, self.sample_size
@@ -254,6 +265,25 @@ class _Metrics(Collector):
             "edgewarden_netflow_queue_dropped", "Datagrams dropped before decoding (queue full)"
         )
         obs = CounterMetricFamily("edgewarden_netflow_observations", "Observations written")
+        rxd = CounterMetricFamily(
+            "edgewarden_netflow_receiver_datagrams",
+            "Datagrams read by the receiver processes",
+            labels=["listener"],
+        )
+        rxx = CounterMetricFamily(
+            "edgewarden_netflow_receiver_dropped",
+            "Datagrams lost before decoding: receiver backlog full, longer than the receive "
+            "buffer, or dropped by the kernel (socket buffer full)",
+            labels=["listener", "reason"],
+        )
+        for p in pipes:
+            for where, c in list(p.stats.receivers.items()):
+                rxd.add_metric([where], c.get("datagrams", 0))
+                for reason, key in (("backlog", "dropped"), ("truncated", "truncated")):
+                    rxx.add_metric([where, reason], c.get(key, 0))
+                rxx.add_metric([where, "kernel"], c.get("kernel", 0))
+        yield rxd
+        yield rxx
         sums: dict[str, Counter[str]] = {
             k: Counter() for k in ("dg", "rec", "err", "unk", "gap", "lost")
         }

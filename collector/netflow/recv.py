@@ -87,24 +87,54 @@ class BatchReceiver:
         table = table.reshape(slots, ctypes.sizeof(_Mmsghdr))
         len_at = _Mmsghdr.msg_len.offset
         flags_at = _Msghdr.msg_flags.offset
+        namelen_at = _Msghdr.msg_namelen.offset
         self._lens = table[:, len_at : len_at + 4].view(np.uint32).reshape(-1)
         self._flags = table[:, flags_at : flags_at + 4].view(np.int32).reshape(-1)
+        self._namelens = table[:, namelen_at : namelen_at + 4].view(np.uint32).reshape(-1)
         self._view = memoryview(self.data).cast("B")
         self._names = memoryview(self.names).cast("B")
         self._addr_cache: dict[bytes, str] = {}
         self.truncated = 0  # datagrams longer than ``size`` (dropped)
 
-    def receive(self) -> list[tuple[bytes, str]]:
-        """The datagrams waiting now (up to ``slots``), as (payload, source address)."""
+    def _call(self) -> int:
+        """One recvmmsg; the number of datagrams now in the slots (0: none waiting)."""
         assert _RECVMMSG is not None
-        for i in range(self.slots):  # the kernel shrinks msg_namelen to the address it wrote
-            self.msgs[i].msg_hdr.msg_namelen = _SOCKADDR
+        self._namelens[:] = _SOCKADDR  # the kernel shrinks msg_namelen to what it wrote
         n = _RECVMMSG(self.fd, ctypes.addressof(self.msgs), self.slots, MSG_DONTWAIT, None)
         if n < 0:
             err = ctypes.get_errno()
             if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
-                return []
+                return 0
             raise OSError(err, "recvmmsg failed")
+        return int(n)
+
+    def receive_views(self) -> tuple[list[int], list[bytes], list[memoryview]]:
+        """The datagrams waiting now as (lengths, raw sockaddrs, payload views): the views
+        point into the receive buffer and are valid until the next call, so a caller that
+        packs them (the receiver process) copies each payload once."""
+        n = self._call()
+        if not n:
+            return [], [], []
+        lens = self._lens[:n].tolist()
+        flags = self._flags[:n].tolist()
+        view, names, size = self._view, self._names, self.size
+        out_lens: list[int] = []
+        out_names: list[bytes] = []
+        out_views: list[memoryview] = []
+        for i in range(n):
+            if flags[i] & MSG_TRUNC:
+                self.truncated += 1
+                continue
+            out_lens.append(lens[i])
+            out_names.append(bytes(names[i * _SOCKADDR : i * _SOCKADDR + _SOCKADDR]))
+            out_views.append(view[i * size : i * size + lens[i]])
+        return out_lens, out_names, out_views
+
+    def receive(self) -> list[tuple[bytes, str]]:
+        """The datagrams waiting now (up to ``slots``), as (payload, source address)."""
+        n = self._call()
+        if not n:
+            return []
         lens = self._lens[:n].tolist()
         flags = self._flags[:n].tolist()
         view, names, size = self._view, self._names, self.size
@@ -117,7 +147,7 @@ class BatchReceiver:
             name = bytes(names[i * _SOCKADDR : i * _SOCKADDR + _SOCKADDR])
             addr = cache.get(name)
             if addr is None:
-                addr = _address(name)
+                addr = address(name)
                 if len(cache) < 65536:
                     cache[name] = addr
             start = i * size
@@ -125,7 +155,7 @@ class BatchReceiver:
         return out
 
 
-def _address(name: bytes) -> str:
+def address(name: bytes) -> str:
     """Text of a sockaddr_in / sockaddr_in6 (family in host byte order, Linux)."""
     family = struct.unpack_from("=H", name)[0]
     if family == socket.AF_INET6:
