@@ -43,6 +43,20 @@ _URL = r"^https?://[^\s/?#]+[^\s]*$"
 OBJECT = "webhook_subscription"
 
 
+def _parsable(url: str | None) -> str | None:
+    """Refuse URLs the HTTP client could not use (e.g. a malformed IPv6 host) with a 422."""
+    if url is None:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"not a usable URL: {exc}") from None
+    if not parts.hostname:
+        raise ValueError("not a usable URL: no host")
+    return url
+
+
 def redact_url(url: str) -> str:
     """The URL with every query value replaced by ``***``."""
     parts = urllib.parse.urlsplit(url)
@@ -75,6 +89,8 @@ class WebhookIn(BaseModel):
     def _unique(cls, value: list[str]) -> list[str]:
         return sorted(set(value))
 
+    _url = field_validator("url")(classmethod(lambda cls, v: _parsable(v)))
+
 
 class WebhookPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -86,6 +102,8 @@ class WebhookPatch(BaseModel):
     secret: str | None = Field(default=None, min_length=8, max_length=200)
     county_codes: list[CountyCode] | None = None
     enabled: bool | None = None
+
+    _url = field_validator("url")(classmethod(lambda cls, v: _parsable(v)))
 
 
 class WebhookOut(BaseModel):
