@@ -222,13 +222,6 @@ class EdgeLab:
 
     # ------------------------------------------------------------------ what the story needs
 
-    def device_of(self, interface_owner: str) -> dict[str, Any]:
-        """The inventory device entry named ``interface_owner``."""
-        for dev in self.data.get("devices") or []:
-            if dev["name"] == interface_owner:
-                return dict(dev)
-        raise KeyError(interface_owner)
-
     def if_index(self, device: str, interface: str) -> int:
         """The ifIndex the SNMP agent serves for ``interface`` (what NetFlow records carry)."""
         assert self.snmp is not None
@@ -257,16 +250,6 @@ class EdgeLab:
         return FlowExporter(self.collector, source=source).send(
             flows, domain=self.domain_of(device)
         )
-
-    def admin_up(self, device: str, interface: str) -> bool | None:
-        """The emulated interface's admin state from the emulator's state file (VRP/Comware;
-        None when unknown, e.g. a Cisco device, whose state the enforcer reads over SSH)."""
-        path = self.state_dir / f"{device}.json"
-        if not path.exists():
-            return None
-        state = json.loads(path.read_text())
-        value = (state.get("admin_up") or {}).get(interface)
-        return None if value is None else bool(value)
 
     def blackholes(self, device: str) -> list[str]:
         """Blackhole (NULL0) routes on an emulated LNS, from its state file."""

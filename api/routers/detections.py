@@ -21,10 +21,11 @@ from api.routers.observations import (
     ObservationOut,
     Since,
     Until,
+    evidence_query,
     observation_out,
     time_window,
 )
-from core.models import Detection, Institution, Observation, ObservationSource
+from core.models import Detection, Observation, ObservationSource
 
 router = APIRouter(tags=["evidence"])
 
@@ -80,17 +81,7 @@ def list_detections(
     until: Until = None,
 ) -> Page[DetectionOut]:
     """Newest first; ``since``/``until`` apply to ``detected_at``."""
-    stmt = (
-        select(Detection)
-        .where(in_scope(Detection.institution_id, actor))
-        .options(selectinload(Detection.institution))
-    )
-    if kind:
-        stmt = stmt.where(Detection.kind == kind)
-    if source:
-        stmt = stmt.where(Detection.source == source)
-    if institution:
-        stmt = stmt.where(Detection.institution.has(Institution.code == institution))
+    stmt = evidence_query(Detection, actor, kind=kind, source=source, institution=institution)
     if case_id is not None:
         stmt = stmt.where(Detection.case_id == case_id)
     if corroborated is not None:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import selectinload
 from api.auth import SessionDep
 from api.deps import NO_CONTROL, IdPath, InstCode, Page, PageDep, ReaderDep, in_scope, page_by_id
 from api.problems import Problem
+from core.actors import Actor
 from core.models import Detection, Institution, Observation, ObservationSource
 from core.timeutil import as_utc
 
@@ -44,6 +45,30 @@ def time_window(
         stmt = stmt.where(column >= lo)
     if hi is not None:
         stmt = stmt.where(column < hi)
+    return stmt
+
+
+def evidence_query(
+    model: type[Observation] | type[Detection],
+    actor: Actor,
+    *,
+    kind: str | None,
+    source: ObservationSource | None,
+    institution: str | None,
+) -> Select[Any]:
+    """The scoped list query both evidence lists share: observations and detections carry
+    the same ``institution_id``/``kind``/``source`` columns and filters."""
+    stmt = (
+        select(model)
+        .where(in_scope(model.institution_id, actor))
+        .options(selectinload(model.institution))
+    )
+    if kind:
+        stmt = stmt.where(model.kind == kind)
+    if source:
+        stmt = stmt.where(model.source == source)
+    if institution:
+        stmt = stmt.where(model.institution.has(Institution.code == institution))
     return stmt
 
 
@@ -99,17 +124,7 @@ def list_observations(
     until: Until = None,
 ) -> Page[ObservationOut]:
     """Newest first; ``since``/``until`` apply to ``last_seen``."""
-    stmt = (
-        select(Observation)
-        .where(in_scope(Observation.institution_id, actor))
-        .options(selectinload(Observation.institution))
-    )
-    if kind:
-        stmt = stmt.where(Observation.kind == kind)
-    if source:
-        stmt = stmt.where(Observation.source == source)
-    if institution:
-        stmt = stmt.where(Observation.institution.has(Institution.code == institution))
+    stmt = evidence_query(Observation, actor, kind=kind, source=source, institution=institution)
     stmt = time_window(stmt, Observation.last_seen, since, until)
     rows, cursor = page_by_id(session, stmt, Observation.id, page)
     return Page[ObservationOut](items=[observation_out(r) for r in rows], next_cursor=cursor)

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, select
 
 from api.auth import SessionDep
@@ -43,10 +43,8 @@ _URL = r"^https?://[^\s/?#]+[^\s]*$"
 OBJECT = "webhook_subscription"
 
 
-def _parsable(url: str | None) -> str | None:
+def _parsable(url: str) -> str:
     """Refuse URLs the HTTP client could not use (e.g. a malformed IPv6 host) with a 422."""
-    if url is None:
-        return None
     try:
         parts = urllib.parse.urlsplit(url)
         _ = parts.port  # raises on a bad port
@@ -68,11 +66,14 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=query))
 
 
+WebhookUrl = Annotated[str, Field(max_length=500, pattern=_URL), AfterValidator(_parsable)]
+
+
 class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
-    url: str = Field(max_length=500, pattern=_URL, description="http(s) URL of the receiver")
+    url: WebhookUrl = Field(description="http(s) URL of the receiver")
     event_types: list[EventType] = Field(min_length=1)
     format: Format = "generic"
     secret: str | None = Field(
@@ -89,21 +90,17 @@ class WebhookIn(BaseModel):
     def _unique(cls, value: list[str]) -> list[str]:
         return sorted(set(value))
 
-    _url = field_validator("url")(classmethod(lambda cls, v: _parsable(v)))
-
 
 class WebhookPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=100)
-    url: str | None = Field(default=None, max_length=500, pattern=_URL)
+    url: WebhookUrl | None = None
     event_types: list[EventType] | None = Field(default=None, min_length=1)
     format: Format | None = None
     secret: str | None = Field(default=None, min_length=8, max_length=200)
     county_codes: list[CountyCode] | None = None
     enabled: bool | None = None
-
-    _url = field_validator("url")(classmethod(lambda cls, v: _parsable(v)))
 
 
 class WebhookOut(BaseModel):

@@ -6,6 +6,9 @@ import socket
 import struct
 from collections.abc import Sequence
 
+# A typical IPv4 template with absolute millisecond times (the lab's exporter sends it too).
+from lab.flowgen import V4_FIELDS as V4_FIELDS
+
 EXPORT_SECS = 1_700_000_000
 
 
@@ -120,23 +123,6 @@ def v9(
     secs: int = EXPORT_SECS,
 ) -> bytes:
     return struct.pack("!HHIIII", 9, len(sets), uptime, secs, seq, source_id) + b"".join(sets)
-
-
-# A typical IPv4 template with absolute millisecond times.
-V4_FIELDS = [
-    (8, 4),
-    (12, 4),
-    (7, 2),
-    (11, 2),
-    (4, 1),
-    (6, 1),
-    (2, 8),
-    (1, 8),
-    (152, 8),
-    (153, 8),
-    (10, 4),
-    (14, 4),
-]
 
 
 def v4_record(
